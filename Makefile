@@ -1,0 +1,97 @@
+# `make test` and `make demo` work from a clean clone on Debian: they create .venv, install the
+# Python packages, fetch Prometheus/Alertmanager from Debian's packages when they are not on PATH,
+# and (for tests) make sure a PostgreSQL server answers on 127.0.0.1.
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Where Debian's Prometheus/Alertmanager binaries are unpacked when the machine has none.
+DEBIAN_TOOLS := $(VENV)/opt/debian
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
+export TEST_DATABASE_URL
+
+.PHONY: help venv tools postgres lint test demo up clean
+
+help:
+	@echo "make test   - set up and run lint, promtool/amtool checks and the whole test suite"
+	@echo "make demo   - set up and run the closed-loop demo (bad deploy -> rollback -> verified)"
+	@echo "make up     - set up and start the local stack until Ctrl-C"
+	@echo "make lint   - ruff check, ruff format --check and mypy"
+	@echo "make clean  - remove .venv and caches"
+
+$(BIN)/.installed: pyproject.toml
+	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+# Prometheus, Alertmanager, promtool and amtool: use the machine's when on PATH, otherwise unpack
+# Debian's packages into the venv. Unpacking (not `apt-get install`) needs no root and starts no
+# system daemon listening on every interface.
+tools: venv
+	missing=
+	for tool in prometheus prometheus-alertmanager promtool amtool; do
+	  command -v $$tool >/dev/null || [ -x $(BIN)/$$tool ] || missing=1
+	done
+	[ -z "$$missing" ] && exit 0
+	echo "Fetching prometheus and prometheus-alertmanager from Debian's packages into $(DEBIAN_TOOLS)"
+	download=$$(mktemp -d); chmod 755 $$download
+	if ! (cd $$download && apt-get download -q prometheus prometheus-alertmanager 2>/dev/null); then
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -q && (cd $$download && apt-get download -q prometheus prometheus-alertmanager);
+	  else echo "apt-get download failed: run 'sudo apt-get update' or install prometheus and prometheus-alertmanager" >&2; exit 1; fi
+	fi
+	mkdir -p $(DEBIAN_TOOLS)
+	for deb in $$download/*.deb; do dpkg-deb -x $$deb $(DEBIAN_TOOLS); done
+	rm -rf $$download
+	for tool in prometheus prometheus-alertmanager promtool amtool; do ln -sf ../opt/debian/usr/bin/$$tool $(BIN)/$$tool; done
+	$(BIN)/prometheus --version 2>&1 | head -n 1
+	$(BIN)/prometheus-alertmanager --version 2>&1 | head -n 1
+
+# PostgreSQL for the integration tests: started when it is installed but stopped, installed from
+# Debian's packages (root only) when absent. A fresh install gets the development machines' set-up:
+# trust authentication on 127.0.0.1 only, and a database named `test`.
+postgres:
+	case "$$TEST_DATABASE_URL" in *@127.0.0.1:5432/*|*@localhost:5432/*) ;; *) exit 0;; esac
+	command -v pg_isready >/dev/null && pg_isready -q -h 127.0.0.1 -p 5432 && exit 0
+	installed_now=
+	if ! ls -d /etc/postgresql/*/main >/dev/null 2>&1; then
+	  [ "$$(id -u)" = 0 ] || { echo "PostgreSQL is not installed: run 'sudo apt-get install postgresql'" >&2; exit 1; }
+	  echo "Installing PostgreSQL from Debian's packages"
+	  export DEBIAN_FRONTEND=noninteractive
+	  apt-get install -y -q postgresql >/dev/null || { apt-get update -q && apt-get install -y -q postgresql >/dev/null; }
+	  installed_now=1
+	fi
+	for version in $$(ls /etc/postgresql); do
+	  if [ -n "$$installed_now" ]; then
+	    hba=/etc/postgresql/$$version/main/pg_hba.conf
+	    sed -i '1i host all all 127.0.0.1/32 trust' $$hba
+	  fi
+	  pg_ctlcluster --skip-systemctl-redirect $$version main start 2>/dev/null || true
+	done
+	for _ in $$(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+	pg_isready -h 127.0.0.1 -p 5432
+	if [ -n "$$installed_now" ]; then
+	  runuser -u postgres -- psql -qc 'CREATE DATABASE test' 2>/dev/null || true
+	fi
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: venv tools postgres lint
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
+
+demo: venv tools
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/remediator demo $(DEMO_ARGS)
+
+up: venv tools
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/remediator up
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache *.egg-info

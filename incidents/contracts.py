@@ -1,0 +1,214 @@
+"""IncidentContext, Decision and Scenario, version 1 (see docs/contracts in the README).
+
+The collector produces an `IncidentContext`, every decision engine reads one and answers with a
+`Decision`, and the evaluation harness replays `Scenario` files. Unknown fields are ignored on input
+so a newer producer never breaks an older consumer. Times are RFC 3339 UTC, rates are fractions,
+latencies milliseconds, request rates requests per second.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
+
+CONTEXT_SCHEMA = "incident-context/v1"
+
+
+def _as_utc(value: datetime) -> datetime:
+    # A naive time in a context is taken as UTC: every producer of this contract writes UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def format_rfc3339(value: datetime) -> str:
+    """`2026-01-10T14:32:40Z`, with fractional seconds only when there are any."""
+    value = _as_utc(value)
+    text = value.isoformat(timespec="microseconds" if value.microsecond else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+UtcDateTime = Annotated[
+    datetime, AfterValidator(_as_utc), PlainSerializer(format_rfc3339, return_type=str)
+]
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class ActionType(StrEnum):
+    ROLLBACK = "ROLLBACK"
+    SCALE_UP = "SCALE_UP"
+    INVESTIGATE = "INVESTIGATE"
+    NONE = "NONE"
+
+
+# Actions that change Cloud Run; the others leave it alone.
+CHANGING_ACTIONS: frozenset[ActionType] = frozenset({ActionType.ROLLBACK, ActionType.SCALE_UP})
+
+
+class ServiceRef(_Contract):
+    name: str = Field(min_length=1)
+    project: str = "local"
+    region: str = "local"
+
+
+class AlertInfo(_Contract):
+    name: str
+    status: Literal["firing", "resolved"]
+    severity: str | None = None
+    starts_at: UtcDateTime
+    ends_at: UtcDateTime | None = None
+    fingerprint: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generator_url: str | None = None
+
+
+class Thresholds(_Contract):
+    error_rate: float = Field(ge=0, le=1)
+    latency_p95_ms: float = Field(gt=0)
+    min_requests: int = Field(ge=0)
+
+
+class Figures(_Contract):
+    """Request rate, error ratio and p95 latency over some window; null when unknown or no traffic."""
+
+    request_rate_rps: float | None = None
+    error_rate: float | None = None
+    latency_p95_ms: float | None = None
+
+
+class ServiceMetrics(Figures):
+    window_seconds: int = Field(gt=0)
+    requests_in_window: float | None = None
+    baseline: Figures = Field(default_factory=Figures)
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    series: dict[str, list[tuple[float, float]]] | None = None
+
+
+class RevisionHistory(_Contract):
+    """What a revision looked like while it last served traffic."""
+
+    error_rate: float | None = None
+    latency_p95_ms: float | None = None
+    request_rate_rps: float | None = None
+    served_until: UtcDateTime | None = None
+
+
+class Revision(_Contract):
+    name: str
+    created_at: UtcDateTime | None = None
+    traffic_percent: int = Field(default=0, ge=0, le=100)
+    ready: bool = False
+    latest: bool = False
+    metrics: Figures = Field(default_factory=Figures)
+    history: RevisionHistory | None = None
+    # Extension: this revision's own figures in the baseline window before the alert. A revision
+    # that served healthily before the onset did not bring the fault with its deploy.
+    baseline: Figures | None = None
+
+
+class Scaling(_Contract):
+    min_instances: int | None = None
+    max_instances: int | None = None
+    current_instances: float | None = None
+    concurrency: int | None = None
+    cpu: str | None = None
+    memory: str | None = None
+    utilization: float | None = None
+
+
+class LogLine(_Contract):
+    timestamp: UtcDateTime | None = None
+    severity: str = "DEFAULT"
+    revision: str | None = None
+    message: str = ""
+
+
+class RecentAction(_Contract):
+    action: ActionType | Literal["RELEASE"]
+    at: UtcDateTime
+    target_revision: str | None = None
+    # The revision the action moved traffic away from (a rollback's failing revision).
+    from_revision: str | None = None
+    outcome: str | None = None
+    manual: bool = False
+
+
+class IncidentContext(_Contract):
+    schema_: Literal["incident-context/v1"] = Field(default=CONTEXT_SCHEMA, alias="schema")
+    observed_at: UtcDateTime
+    service: ServiceRef
+    alert: AlertInfo
+    thresholds: Thresholds
+    metrics: ServiceMetrics
+    revisions: list[Revision] = Field(default_factory=list)
+    scaling: Scaling = Field(default_factory=Scaling)
+    logs: list[LogLine] = Field(default_factory=list)
+    recent_actions: list[RecentAction] = Field(default_factory=list)
+    gaps: list[str] = Field(default_factory=list)
+
+    def revision(self, name: str | None) -> Revision | None:
+        return next((r for r in self.revisions if r.name == name), None)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class ScaleChange(_Contract):
+    min_instances: int = Field(ge=0)
+    max_instances: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ScaleChange:
+        if self.min_instances > self.max_instances:
+            raise ValueError("min_instances must not exceed max_instances")
+        return self
+
+
+class Decision(_Contract):
+    action: ActionType
+    target_revision: str | None = None
+    scale: ScaleChange | None = None
+    confidence: float = Field(ge=0, le=1)
+    root_cause: str = ""
+    explanation: str = ""
+    evidence: list[str] = Field(default_factory=list)
+    engine: str = "rules"
+
+    @model_validator(mode="after")
+    def _complete(self) -> Decision:
+        if self.action is ActionType.ROLLBACK and not self.target_revision:
+            raise ValueError("a ROLLBACK decision needs target_revision")
+        if self.action is ActionType.SCALE_UP and self.scale is None:
+            raise ValueError("a SCALE_UP decision needs scale")
+        return self
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Expectation(_Contract):
+    action: ActionType
+    target_revision: str | None = None
+    acceptable: list[ActionType] = Field(default_factory=list)
+    forbidden: list[ActionType] = Field(default_factory=list)
+
+
+class Scenario(_Contract):
+    id: str = Field(min_length=1)
+    category: str
+    description: str = ""
+    context: IncidentContext
+    expect: Expectation

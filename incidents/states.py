@@ -1,0 +1,86 @@
+"""The incident state machine.
+
+    open ──> analyzing ──> decided ──> queued ──> acting ──> verifying ──> resolved
+      │          │            │  ├──> awaiting_approval ──> queued           └──> escalated
+      │          │            │  ├──> suppressed                   acting ──> failed | escalated
+      │          │            │  └──> escalated (a human must look: INVESTIGATE)
+      └──────────┴────────────┴──> closed (the alert resolved before any action, or nothing to do)
+
+`escalated` stays active for grouping (new alerts for the service join it, so a human gets one
+incident, not a storm) until its alerts resolve; `resolved`, `failed` and `closed` are final.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from incidents.exceptions import IllegalTransition
+
+
+class IncidentStatus(StrEnum):
+    OPEN = "open"
+    ANALYZING = "analyzing"
+    DECIDED = "decided"
+    AWAITING_APPROVAL = "awaiting_approval"
+    QUEUED = "queued"
+    SUPPRESSED = "suppressed"
+    ACTING = "acting"
+    VERIFYING = "verifying"
+    RESOLVED = "resolved"
+    FAILED = "failed"
+    ESCALATED = "escalated"
+    CLOSED = "closed"
+
+
+S = IncidentStatus
+
+TRANSITIONS: dict[IncidentStatus, frozenset[IncidentStatus]] = {
+    S.OPEN: frozenset({S.ANALYZING, S.CLOSED, S.FAILED}),
+    # A restart re-enters `analyzing` for incidents left there (analyzing -> analyzing is a retry).
+    S.ANALYZING: frozenset({S.ANALYZING, S.DECIDED, S.CLOSED, S.FAILED}),
+    S.DECIDED: frozenset({S.AWAITING_APPROVAL, S.QUEUED, S.SUPPRESSED, S.ESCALATED, S.CLOSED}),
+    S.AWAITING_APPROVAL: frozenset({S.QUEUED, S.CLOSED, S.ESCALATED}),
+    S.QUEUED: frozenset({S.ACTING, S.CLOSED, S.FAILED}),
+    S.SUPPRESSED: frozenset({S.CLOSED}),
+    S.ACTING: frozenset({S.VERIFYING, S.FAILED, S.ESCALATED}),
+    S.VERIFYING: frozenset({S.RESOLVED, S.ESCALATED}),
+    S.ESCALATED: frozenset({S.CLOSED}),
+    S.RESOLVED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CLOSED: frozenset(),
+}
+
+FINAL_STATUSES: frozenset[IncidentStatus] = frozenset({S.RESOLVED, S.FAILED, S.CLOSED})
+ACTIVE_STATUSES: frozenset[IncidentStatus] = frozenset(set(IncidentStatus) - FINAL_STATUSES)
+# Statuses in which an action has been, or is being, applied to Cloud Run.
+ACTED_STATUSES: frozenset[IncidentStatus] = frozenset({S.ACTING, S.VERIFYING, S.RESOLVED})
+
+
+def check_transition(
+    source: IncidentStatus | str, target: IncidentStatus | str, *, incident_id: int | None = None
+) -> IncidentStatus:
+    """Return `target` as a status when `source -> target` is allowed; raise `IllegalTransition`."""
+    try:
+        source_status, target_status = IncidentStatus(source), IncidentStatus(target)
+    except ValueError:
+        raise IllegalTransition(str(source), str(target), incident_id=incident_id) from None
+    if target_status not in TRANSITIONS[source_status]:
+        raise IllegalTransition(source_status, target_status, incident_id=incident_id)
+    return target_status
+
+
+class ActionStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ActionPhase(StrEnum):
+    """Where a running action is, so a worker that takes over an expired lease knows what is left."""
+
+    PENDING = "pending"  # nothing changed on Cloud Run yet
+    APPLIED = "applied"  # the change is in place; verification has not started
+    VERIFYING = "verifying"
+    DONE = "done"

@@ -1,0 +1,1 @@
+"""Shared test support: free ports, real-part requirements, child processes."""
