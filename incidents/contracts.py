@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-CONTEXT_SCHEMA = "incident-context/v1"
+CONTEXT_SCHEMA: Final = "incident-context/v1"
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -36,9 +36,7 @@ def format_rfc3339(value: datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
-UtcDateTime = Annotated[
-    datetime, AfterValidator(_as_utc), PlainSerializer(format_rfc3339, return_type=str)
-]
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc), PlainSerializer(format_rfc3339, return_type=str)]
 
 
 class _Contract(BaseModel):

@@ -46,9 +46,7 @@ class IncidentsError(RemediatorError):
 
 class IllegalTransition(IncidentsError):
     def __init__(self, source: str, target: str, *, incident_id: int | None = None) -> None:
-        super().__init__(
-            f"illegal incident transition {source} -> {target}", incident_id=incident_id
-        )
+        super().__init__(f"illegal incident transition {source} -> {target}", incident_id=incident_id)
         self.source = source
         self.target = target
 

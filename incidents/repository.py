@@ -1,0 +1,430 @@
+"""Repositories over the incident store.
+
+Each takes an `AsyncSession` and never commits: the caller owns the transaction, so a decision and
+its queued action land together or not at all. Reads are named `get_*`/`list_*`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from incidents.exceptions import ActionNotFound, IncidentNotFound
+from incidents.models import Action, Incident, IncidentAlert, IncidentEvent, utcnow
+from incidents.states import (
+    ACTIVE_STATUSES,
+    ActionPhase,
+    ActionStatus,
+    IncidentStatus,
+    check_transition,
+)
+
+_ACTIVE = [s.value for s in ACTIVE_STATUSES]
+
+# Which timestamp a status change stamps, the first time it happens.
+_STAMPS: dict[IncidentStatus, tuple[str, ...]] = {
+    IncidentStatus.DECIDED: ("decided_at",),
+    IncidentStatus.ACTING: ("action_started_at",),
+    IncidentStatus.VERIFYING: ("mitigated_at",),
+    IncidentStatus.RESOLVED: ("verified_at", "resolved_at"),
+    IncidentStatus.CLOSED: ("resolved_at",),
+    IncidentStatus.FAILED: ("resolved_at",),
+}
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
+def _insert_for(session: AsyncSession) -> Any:
+    return pg_insert if _dialect(session) == "postgresql" else sqlite_insert
+
+
+class EventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(
+        self,
+        incident_id: int,
+        kind: str,
+        message: str,
+        *,
+        actor: str,
+        data: dict[str, Any] | None = None,
+        at: datetime | None = None,
+    ) -> IncidentEvent:
+        event = IncidentEvent(
+            incident_id=incident_id, at=at or utcnow(), kind=kind, actor=actor, message=message, data=data
+        )
+        self.session.add(event)
+        await self.session.flush()
+        return event
+
+    async def list_for_incident(self, incident_id: int) -> Sequence[IncidentEvent]:
+        result = await self.session.scalars(
+            select(IncidentEvent).where(IncidentEvent.incident_id == incident_id).order_by(IncidentEvent.id)
+        )
+        return result.all()
+
+
+class IncidentRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.events = EventRepository(session)
+
+    # reads
+
+    async def get(self, incident_id: int, *, for_update: bool = False) -> Incident:
+        statement = select(Incident).where(Incident.id == incident_id)
+        if for_update:
+            statement = statement.with_for_update()
+        incident = await self.session.scalar(statement)
+        if incident is None:
+            raise IncidentNotFound(incident_id)
+        return incident
+
+    async def get_active_by_service(self, service: str, *, for_update: bool = False) -> Incident | None:
+        statement = select(Incident).where(Incident.service == service, Incident.status.in_(_ACTIVE))
+        if for_update:
+            statement = statement.with_for_update()
+        return await self.session.scalar(statement)
+
+    async def list(
+        self,
+        *,
+        limit: int = 50,
+        status: Sequence[str] | None = None,
+        service: str | None = None,
+        before_id: int | None = None,
+    ) -> Sequence[Incident]:
+        statement = select(Incident).order_by(Incident.id.desc()).limit(limit)
+        if status:
+            statement = statement.where(Incident.status.in_(list(status)))
+        if service:
+            statement = statement.where(Incident.service == service)
+        if before_id is not None:
+            statement = statement.where(Incident.id < before_id)
+        return (await self.session.scalars(statement)).all()
+
+    async def list_alerts(self, incident_id: int) -> Sequence[IncidentAlert]:
+        result = await self.session.scalars(
+            select(IncidentAlert).where(IncidentAlert.incident_id == incident_id).order_by(IncidentAlert.id)
+        )
+        return result.all()
+
+    async def get_alert(self, fingerprint: str, starts_at: datetime) -> IncidentAlert | None:
+        return await self.session.scalar(
+            select(IncidentAlert).where(
+                IncidentAlert.fingerprint == fingerprint, IncidentAlert.starts_at == starts_at
+            )
+        )
+
+    async def count_firing_alerts(self, incident_id: int) -> int:
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(IncidentAlert)
+            .where(IncidentAlert.incident_id == incident_id, IncidentAlert.status == "firing")
+        )
+        return int(count or 0)
+
+    async def list_needing_analysis(self, *, now: datetime, limit: int = 20) -> Sequence[int]:
+        """Incidents that are open, or were left `analyzing` by a process whose lease ran out."""
+        result = await self.session.scalars(
+            select(Incident.id)
+            .where(
+                or_(
+                    Incident.status == IncidentStatus.OPEN.value,
+                    and_(
+                        Incident.status == IncidentStatus.ANALYZING.value,
+                        or_(Incident.lease_expires_at.is_(None), Incident.lease_expires_at < now),
+                    ),
+                )
+            )
+            .order_by(Incident.id)
+            .limit(limit)
+        )
+        return result.all()
+
+    # writes
+
+    async def open(
+        self,
+        service: str,
+        *,
+        now: datetime,
+        origin: str = "alert",
+        severity: str | None = None,
+        summary: str | None = None,
+        alert_fired_at: datetime | None = None,
+        actor: str,
+        message: str,
+    ) -> tuple[Incident, bool]:
+        """The service's active incident, opening one when there is none. Returns (incident, opened).
+
+        Two writers racing to open an incident for one service both reach the partial unique index;
+        the loser's insert fails inside a savepoint and it joins the winner's incident.
+        """
+        existing = await self.get_active_by_service(service, for_update=True)
+        if existing is not None:
+            return existing, False
+        incident = Incident(
+            service=service,
+            status=IncidentStatus.OPEN.value,
+            origin=origin,
+            severity=severity,
+            summary=summary,
+            alert_fired_at=alert_fired_at,
+            detected_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self.session.begin_nested():
+                self.session.add(incident)
+                await self.session.flush()
+        except IntegrityError:
+            existing = await self.get_active_by_service(service, for_update=True)
+            if existing is None:  # the winner's incident ended in between: a real error
+                raise
+            return existing, False
+        await self.events.add(incident.id, "incident.opened", message, actor=actor, at=now)
+        return incident, True
+
+    async def add_alert(
+        self,
+        incident: Incident,
+        *,
+        fingerprint: str,
+        starts_at: datetime,
+        alertname: str,
+        status: str,
+        severity: str | None,
+        labels: dict[str, Any],
+        annotations: dict[str, Any],
+        generator_url: str | None,
+        received_at: datetime,
+        ends_at: datetime | None = None,
+    ) -> bool:
+        """Record an alert on the incident; False when this fingerprint + startsAt was already recorded."""
+        insert = _insert_for(self.session)
+        statement = (
+            insert(IncidentAlert)
+            .values(
+                incident_id=incident.id,
+                fingerprint=fingerprint,
+                starts_at=starts_at,
+                alertname=alertname,
+                status=status,
+                severity=severity,
+                labels=labels,
+                annotations=annotations,
+                generator_url=generator_url,
+                received_at=received_at,
+                ends_at=ends_at,
+            )
+            .on_conflict_do_nothing(index_elements=["fingerprint", "starts_at"])
+            .returning(IncidentAlert.id)
+        )
+        inserted = await self.session.scalar(statement)
+        return inserted is not None
+
+    async def transition(
+        self,
+        incident: Incident,
+        target: IncidentStatus,
+        *,
+        actor: str,
+        message: str,
+        now: datetime | None = None,
+        data: dict[str, Any] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """Move the incident through the state machine, stamping times and writing the timeline."""
+        status = check_transition(incident.status, target, incident_id=incident.id)
+        now = now or utcnow()
+        source = incident.status
+        incident.status = status.value
+        incident.updated_at = now
+        if reason is not None:
+            incident.status_reason = reason
+        for column in _STAMPS.get(status, ()):
+            if getattr(incident, column) is None:
+                setattr(incident, column, now)
+        if status is IncidentStatus.ANALYZING:
+            incident.analysis_attempts += 1
+        if status not in (IncidentStatus.ANALYZING,):
+            incident.lease_owner = None
+            incident.lease_expires_at = None
+        event_data = {"from": source, "to": status.value, **(data or {})}
+        await self.events.add(
+            incident.id, f"status.{status.value}", message, actor=actor, data=event_data, at=now
+        )
+        await self.session.flush()
+
+    async def take_analysis_lease(
+        self, incident_id: int, *, owner: str, now: datetime, lease: timedelta
+    ) -> Incident | None:
+        """Claim an incident for analysis; None when someone else holds a live lease or it moved on."""
+        result = await self.session.execute(
+            update(Incident)
+            .where(
+                Incident.id == incident_id,
+                or_(
+                    Incident.status == IncidentStatus.OPEN.value,
+                    and_(
+                        Incident.status == IncidentStatus.ANALYZING.value,
+                        or_(Incident.lease_expires_at.is_(None), Incident.lease_expires_at < now),
+                    ),
+                ),
+            )
+            .values(lease_owner=owner, lease_expires_at=now + lease)
+            .returning(Incident.id)
+        )
+        if result.scalar() is None:
+            return None
+        incident = await self.get(incident_id)
+        await self.session.refresh(incident)
+        return incident
+
+
+class ActionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, action_id: int, *, for_update: bool = False) -> Action:
+        statement = select(Action).where(Action.id == action_id)
+        if for_update:
+            statement = statement.with_for_update()
+        action = await self.session.scalar(statement)
+        if action is None:
+            raise ActionNotFound(action_id)
+        return action
+
+    async def list_for_incident(self, incident_id: int) -> Sequence[Action]:
+        result = await self.session.scalars(
+            select(Action).where(Action.incident_id == incident_id).order_by(Action.id)
+        )
+        return result.all()
+
+    async def list_recent_for_service(self, service: str, *, since: datetime) -> Sequence[Action]:
+        result = await self.session.scalars(
+            select(Action)
+            .where(Action.service == service, Action.created_at >= since)
+            .order_by(Action.created_at.desc())
+        )
+        return result.all()
+
+    async def count_automatic_since(self, since: datetime) -> int:
+        """Automatic actions that were queued or ran since `since` (cancelled ones do not count)."""
+        count = await self.session.scalar(
+            select(func.count())
+            .select_from(Action)
+            .where(
+                Action.manual.is_(False),
+                Action.created_at >= since,
+                Action.status != ActionStatus.CANCELLED.value,
+            )
+        )
+        return int(count or 0)
+
+    async def enqueue(
+        self,
+        *,
+        service: str,
+        type: str,
+        params: dict[str, Any],
+        incident_id: int | None,
+        manual: bool,
+        requested_by: str,
+        now: datetime | None = None,
+    ) -> Action:
+        now = now or utcnow()
+        action = Action(
+            incident_id=incident_id,
+            service=service,
+            type=type,
+            params=params,
+            status=ActionStatus.QUEUED.value,
+            phase=ActionPhase.PENDING.value,
+            manual=manual,
+            requested_by=requested_by,
+            created_at=now,
+            updated_at=now,
+        )
+        self.session.add(action)
+        await self.session.flush()
+        return action
+
+    async def claim_next(self, *, owner: str, now: datetime, lease: timedelta) -> Action | None:
+        """Claim the oldest runnable action: queued, or running with an expired lease (a crashed worker).
+
+        At most one action runs per service: a queued action whose service has a live running action
+        is skipped, and the partial unique index on running actions backs this up. On PostgreSQL
+        `FOR UPDATE SKIP LOCKED` lets many workers claim concurrently without blocking each other.
+        """
+        running_services = select(Action.service).where(Action.status == ActionStatus.RUNNING.value)
+        candidates = (
+            select(Action)
+            .where(
+                or_(
+                    and_(Action.status == ActionStatus.QUEUED.value, Action.service.not_in(running_services)),
+                    and_(Action.status == ActionStatus.RUNNING.value, Action.lease_expires_at < now),
+                )
+            )
+            .order_by(Action.created_at, Action.id)
+            .limit(1)
+        )
+        if _dialect(self.session) == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        action = await self.session.scalar(candidates)
+        if action is None:
+            return None
+        try:
+            async with self.session.begin_nested():
+                action.status = ActionStatus.RUNNING.value
+                action.lease_owner = owner
+                action.lease_expires_at = now + lease
+                action.attempts += 1
+                if action.started_at is None:
+                    action.started_at = now
+                action.updated_at = now
+                await self.session.flush()
+        except IntegrityError:
+            # Another worker started an action for this service in the meantime.
+            await self.session.refresh(action)
+            return None
+        return action
+
+    async def renew_lease(self, action: Action, *, owner: str, now: datetime, lease: timedelta) -> bool:
+        """Extend the lease if this worker still holds it; False means another worker took over."""
+        result = await self.session.execute(
+            update(Action)
+            .where(
+                Action.id == action.id,
+                Action.lease_owner == owner,
+                Action.status == ActionStatus.RUNNING.value,
+            )
+            .values(lease_expires_at=now + lease, updated_at=now)
+            .returning(Action.id)
+        )
+        renewed = result.scalar() is not None
+        if renewed:
+            action.lease_expires_at = now + lease
+        return renewed
+
+    async def cancel_queued_for_incident(self, incident_id: int, *, now: datetime) -> int:
+        result = await self.session.execute(
+            update(Action)
+            .where(Action.incident_id == incident_id, Action.status == ActionStatus.QUEUED.value)
+            .values(status=ActionStatus.CANCELLED.value, finished_at=now, updated_at=now)
+            .returning(Action.id)
+        )
+        return len(result.all())

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import pytest
+
+from incidents import ACTIVE_STATUSES, FINAL_STATUSES, IllegalTransition, IncidentStatus, check_transition
+from incidents.states import TRANSITIONS
+
+S = IncidentStatus
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        (S.OPEN, S.ANALYZING),
+        (S.ANALYZING, S.DECIDED),
+        (S.DECIDED, S.QUEUED),
+        (S.DECIDED, S.AWAITING_APPROVAL),
+        (S.DECIDED, S.SUPPRESSED),
+        (S.DECIDED, S.ESCALATED),
+        (S.AWAITING_APPROVAL, S.QUEUED),
+        (S.QUEUED, S.ACTING),
+        (S.ACTING, S.VERIFYING),
+        (S.VERIFYING, S.RESOLVED),
+        (S.VERIFYING, S.ESCALATED),
+        (S.ACTING, S.FAILED),
+        (S.OPEN, S.CLOSED),
+        (S.ESCALATED, S.CLOSED),
+    ],
+)
+def test_allowed_transitions(source: IncidentStatus, target: IncidentStatus) -> None:
+    assert check_transition(source, target) is target
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [
+        (S.OPEN, S.ACTING),  # no action without a decision
+        (S.OPEN, S.RESOLVED),
+        (S.DECIDED, S.ACTING),  # must be queued first
+        (S.SUPPRESSED, S.QUEUED),
+        (S.VERIFYING, S.ACTING),  # never a second automatic action
+        (S.RESOLVED, S.OPEN),
+        (S.CLOSED, S.ANALYZING),
+        (S.FAILED, S.QUEUED),
+        (S.ESCALATED, S.QUEUED),
+    ],
+)
+def test_illegal_transitions_raise(source: IncidentStatus, target: IncidentStatus) -> None:
+    with pytest.raises(IllegalTransition) as raised:
+        check_transition(source, target, incident_id=7)
+    assert raised.value.incident_id == 7
+    assert f"{source.value} -> {target.value}" in str(raised.value)
+
+
+def test_unknown_status_is_illegal() -> None:
+    with pytest.raises(IllegalTransition):
+        check_transition("open", "exploded")
+
+
+def test_final_statuses_have_no_way_out_and_every_status_is_classified() -> None:
+    for status in FINAL_STATUSES:
+        assert TRANSITIONS[status] == frozenset()
+    assert set(IncidentStatus) == ACTIVE_STATUSES | FINAL_STATUSES
+    assert not ACTIVE_STATUSES & FINAL_STATUSES
+    # Every active status can eventually end: a path exists to a final status.
+    for status in ACTIVE_STATUSES:
+        seen, frontier = set(), {status}
+        while frontier:
+            current = frontier.pop()
+            seen.add(current)
+            frontier |= set(TRANSITIONS[current]) - seen
+        assert seen & FINAL_STATUSES, status
