@@ -97,7 +97,7 @@ class IncidentRepository:
             statement = statement.with_for_update()
         return await self.session.scalar(statement)
 
-    async def list(
+    async def list_incidents(
         self,
         *,
         limit: int = 50,
@@ -119,6 +119,18 @@ class IncidentRepository:
             select(IncidentAlert).where(IncidentAlert.incident_id == incident_id).order_by(IncidentAlert.id)
         )
         return result.all()
+
+    async def list_alerts_for(self, incident_ids: Sequence[int]) -> dict[int, list[IncidentAlert]]:
+        grouped: dict[int, list[IncidentAlert]] = {incident_id: [] for incident_id in incident_ids}
+        if incident_ids:
+            result = await self.session.scalars(
+                select(IncidentAlert)
+                .where(IncidentAlert.incident_id.in_(list(incident_ids)))
+                .order_by(IncidentAlert.id)
+            )
+            for alert in result:
+                grouped[alert.incident_id].append(alert)
+        return grouped
 
     async def get_alert(self, fingerprint: str, starts_at: datetime) -> IncidentAlert | None:
         return await self.session.scalar(

@@ -57,7 +57,7 @@ async def test_concurrent_opens_for_one_service_yield_one_incident(store: Store)
     ids = await asyncio.gather(*(open_once() for _ in range(8)))
     assert len(set(ids)) == 1
     async with store.session() as session:
-        assert len(await IncidentRepository(session).list(service="demo-app-a")) == 1
+        assert len(await IncidentRepository(session).list_incidents(service="demo-app-a")) == 1
 
 
 async def test_database_refuses_a_second_active_incident_per_service(store: Store) -> None:

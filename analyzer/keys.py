@@ -1,0 +1,21 @@
+"""Typed application keys: the analyzer's shared state, never module globals."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from incidents.db import Store
+
+if TYPE_CHECKING:
+    from analyzer.app import AnalyzerConfig
+    from analyzer.metrics import AnalyzerMetrics
+    from analyzer.processing import IncidentProcessor
+
+CONFIG: web.AppKey[AnalyzerConfig] = web.AppKey("config")
+STORE: web.AppKey[Store] = web.AppKey("store", Store)
+REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
+METRICS: web.AppKey[AnalyzerMetrics] = web.AppKey("metrics")
+PROCESSOR: web.AppKey[IncidentProcessor] = web.AppKey("processor")

@@ -1,0 +1,77 @@
+"""The analyzer's own Prometheus metrics (`remediator_*`), on an explicitly passed registry."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+DECISION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class AnalyzerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.webhook_requests = Counter(
+            "remediator_webhook_requests_total",
+            "Alertmanager webhook requests, by HTTP status code.",
+            ["code"],
+            registry=registry,
+        )
+        self.webhook_duration = Histogram(
+            "remediator_webhook_duration_seconds",
+            "Time to validate and durably record one webhook payload.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=registry,
+        )
+        self.alerts_received = Counter(
+            "remediator_alerts_received_total",
+            "Alerts received from Alertmanager, by what became of them: new (recorded), duplicate "
+            "(already recorded), resolved, ignored (no service label, or resolved but never seen firing).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.incidents_opened = Counter(
+            "remediator_incidents_opened_total", "Incidents opened.", registry=registry
+        )
+        self.incidents_ended = Counter(
+            "remediator_incidents_total",
+            "Incidents that reached an outcome (resolved, escalated, failed, closed, suppressed, "
+            "awaiting_approval).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.decision_duration = Histogram(
+            "remediator_decision_duration_seconds",
+            "From analysis start to the decision and its action committed, by engine.",
+            ["engine"],
+            buckets=DECISION_BUCKETS,
+            registry=registry,
+        )
+        self.engine_duration = Histogram(
+            "remediator_engine_duration_seconds",
+            "Time the decision engine itself took, by engine.",
+            ["engine"],
+            buckets=DECISION_BUCKETS,
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "remediator_decisions_total",
+            "Decisions, by engine, proposed action and policy verdict.",
+            ["engine", "action", "verdict"],
+            registry=registry,
+        )
+        self.engine_fallbacks = Counter(
+            "remediator_engine_fallbacks_total",
+            "Times the configured engine failed and the rules engine decided, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.policy_overrules = Counter(
+            "remediator_policy_overrules_total",
+            "Decisions the policy guard overruled or held back, by verdict.",
+            ["verdict"],
+            registry=registry,
+        )
+        self.analysis_errors = Counter(
+            "remediator_analysis_errors_total",
+            "Analyses that raised an unexpected error (retried, then the incident fails).",
+            registry=registry,
+        )

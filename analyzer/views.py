@@ -1,0 +1,128 @@
+"""JSON views of incidents for the HTTP API (and the CLI, which prints the same documents)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from incidents import format_rfc3339
+from incidents.models import Action, Incident, IncidentAlert, IncidentEvent
+
+
+def _time(value: datetime | None) -> str | None:
+    return format_rfc3339(value) if value is not None else None
+
+
+def incident_summary(incident: Incident, alerts: Sequence[IncidentAlert]) -> dict[str, Any]:
+    decision = incident.decision or {}
+    return {
+        "id": incident.id,
+        "service": incident.service,
+        "status": incident.status,
+        "status_reason": incident.status_reason,
+        "origin": incident.origin,
+        "severity": incident.severity,
+        "summary": incident.summary,
+        "alert_names": sorted({alert.alertname for alert in alerts}),
+        "detected_at": _time(incident.detected_at),
+        "resolved_at": _time(incident.resolved_at),
+        "mttr_seconds": incident.mttr_seconds,
+        "error_rate": incident.error_rate,
+        "engine": incident.engine,
+        "confidence": incident.confidence,
+        "recommendation": {
+            "action": decision.get("action"),
+            "target_revision": decision.get("target_revision"),
+            "scale": decision.get("scale"),
+            "confidence": decision.get("confidence"),
+            "explanation": decision.get("explanation"),
+        }
+        if decision
+        else None,
+        "policy": {"verdict": incident.policy_verdict, "reason": incident.policy_reason}
+        if incident.policy_verdict
+        else None,
+    }
+
+
+def action_view(action: Action) -> dict[str, Any]:
+    return {
+        "id": action.id,
+        "type": action.type,
+        "params": action.params,
+        "status": action.status,
+        "phase": action.phase,
+        "manual": action.manual,
+        "requested_by": action.requested_by,
+        "attempts": action.attempts,
+        "result": action.result,
+        "error": action.error,
+        "created_at": _time(action.created_at),
+        "started_at": _time(action.started_at),
+        "applied_at": _time(action.applied_at),
+        "finished_at": _time(action.finished_at),
+    }
+
+
+def alert_view(alert: IncidentAlert) -> dict[str, Any]:
+    return {
+        "alertname": alert.alertname,
+        "status": alert.status,
+        "severity": alert.severity,
+        "fingerprint": alert.fingerprint,
+        "starts_at": _time(alert.starts_at),
+        "ends_at": _time(alert.ends_at),
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "generator_url": alert.generator_url,
+        "received_at": _time(alert.received_at),
+    }
+
+
+def event_view(event: IncidentEvent) -> dict[str, Any]:
+    return {
+        "at": _time(event.at),
+        "kind": event.kind,
+        "actor": event.actor,
+        "message": event.message,
+        "data": event.data,
+    }
+
+
+def incident_detail(
+    incident: Incident,
+    alerts: Sequence[IncidentAlert],
+    actions: Sequence[Action],
+    events: Sequence[IncidentEvent],
+) -> dict[str, Any]:
+    return {
+        **incident_summary(incident, alerts),
+        "timestamps": {
+            "fault_started_at": _time(incident.fault_started_at),
+            "fault_started_source": incident.fault_started_source,
+            "alert_fired_at": _time(incident.alert_fired_at),
+            "detected_at": _time(incident.detected_at),
+            "decided_at": _time(incident.decided_at),
+            "action_started_at": _time(incident.action_started_at),
+            "mitigated_at": _time(incident.mitigated_at),
+            "verified_at": _time(incident.verified_at),
+            "resolved_at": _time(incident.resolved_at),
+        },
+        "mttr": {
+            "seconds": incident.mttr_seconds,
+            "basis": incident.mttr_basis,
+            "time_to_detect_seconds": incident.time_to_detect_seconds,
+            "time_to_decide_seconds": incident.time_to_decide_seconds,
+            "time_to_mitigate_seconds": incident.time_to_mitigate_seconds,
+            "time_to_verify_seconds": incident.time_to_verify_seconds,
+        },
+        "decision": incident.decision,
+        "proposed_decision": incident.proposed_decision,
+        "engine_fallback_reason": incident.engine_fallback_reason,
+        "llm_usage": incident.llm_usage,
+        "context": incident.context,
+        "alerts": [alert_view(alert) for alert in alerts],
+        "actions": [action_view(action) for action in actions],
+        "timeline": [event_view(event) for event in events],
+    }
