@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from analyzer import keys
 from analyzer.engines.base import DecisionEngine
 from analyzer.engines.rules import RulesEngine
+from analyzer.explain import EvidenceExplainer, Explainer
 from analyzer.metrics import AnalyzerMetrics
 from analyzer.middlewares import access_log_middleware, error_middleware
 from analyzer.policy import PolicyConfig, PolicyGuard
@@ -56,6 +57,7 @@ def create_app(
     engine: EngineFactory | None = None,
     registry: CollectorRegistry | None = None,
     store: Store | None = None,
+    explainer: Explainer | None = None,
 ) -> web.Application:
     """Build the analyzer. `context_source` and `engine` are async-generator factories so they
     own their resources (HTTP sessions, SDK clients) for exactly the application's lifetime."""
@@ -95,6 +97,7 @@ def create_app(
                 finally:
                     await processor.stop()
 
+    app[keys.EXPLAINER] = explainer if explainer is not None else EvidenceExplainer()
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(processor_ctx)
     return app

@@ -11,6 +11,7 @@ from incidents.db import Store
 
 if TYPE_CHECKING:
     from analyzer.app import AnalyzerConfig
+    from analyzer.explain import Explainer
     from analyzer.metrics import AnalyzerMetrics
     from analyzer.processing import IncidentProcessor
 
@@ -19,3 +20,4 @@ STORE: web.AppKey[Store] = web.AppKey("store", Store)
 REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegistry)
 METRICS: web.AppKey[AnalyzerMetrics] = web.AppKey("metrics")
 PROCESSOR: web.AppKey[IncidentProcessor] = web.AppKey("processor")
+EXPLAINER: web.AppKey[Explainer] = web.AppKey("explainer")

@@ -123,7 +123,8 @@ class IncidentProcessor:
         self.metrics = metrics
         self.config = config or ProcessingConfig()
         self.owner = owner or f"analyzer-{uuid.uuid4().hex[:8]}"
-        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._queue: asyncio.Queue[int | None] = asyncio.Queue()
+        self._stopping = asyncio.Event()
         self._pending: set[int] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
@@ -134,6 +135,8 @@ class IncidentProcessor:
 
     def notify(self, incident_ids: list[int]) -> None:
         """Queue incidents for analysis (called by the webhook after its transaction committed)."""
+        if self._stopping.is_set():
+            return  # the sweep of the next process picks these up
         for incident_id in incident_ids:
             if incident_id not in self._pending:
                 self._pending.add(incident_id)
@@ -141,14 +144,20 @@ class IncidentProcessor:
                 self._queue.put_nowait(incident_id)
 
     async def start(self) -> None:
+        self._stopping.clear()
         for number in range(self.config.workers):
             self._tasks.append(asyncio.create_task(self._work(), name=f"analysis-worker-{number}"))
         self._tasks.append(asyncio.create_task(self._sweep(), name="analysis-sweep"))
 
-    async def stop(self) -> None:
-        for task in self._tasks:
+    async def stop(self, grace_seconds: float = 10.0) -> None:
+        """Let in-flight analyses finish (cancelling one mid-transaction would waste it), then stop."""
+        self._stopping.set()
+        for _ in range(self.config.workers):
+            self._queue.put_nowait(None)
+        _, pending = await asyncio.wait(self._tasks, timeout=grace_seconds)
+        for task in pending:
             task.cancel()
-        for task in self._tasks:
+        for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
@@ -160,6 +169,8 @@ class IncidentProcessor:
     async def _work(self) -> None:
         while True:
             incident_id = await self._queue.get()
+            if incident_id is None:
+                return
             self._in_flight += 1
             try:
                 await self.process(incident_id)
@@ -172,14 +183,15 @@ class IncidentProcessor:
                     self._idle.set()
 
     async def _sweep(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 async with self.store.session() as session:
                     waiting = await IncidentRepository(session).list_needing_analysis(now=utcnow())
                 self.notify(list(waiting))
             except Exception:
                 log.exception("analysis sweep failed; retrying")
-            await asyncio.sleep(self.config.sweep_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.config.sweep_interval)
 
     # one incident
 

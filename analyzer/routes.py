@@ -12,7 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from analyzer import approvals, keys
-from analyzer.exceptions import FeatureDisabled, PayloadInvalid, Unauthorized
+from analyzer.exceptions import Conflict, FeatureDisabled, PayloadInvalid, Unauthorized
 from analyzer.middlewares import status_for
 from analyzer.views import incident_detail, incident_summary
 from analyzer.webhook import ingest, parse_payload
@@ -99,14 +99,17 @@ async def list_incidents(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/incidents/{incident_id}")
 async def get_incident(request: web.Request) -> web.Response:
-    incident_id = _incident_id(request)
+    return web.json_response(await _incident_document(request, _incident_id(request)))
+
+
+async def _incident_document(request: web.Request, incident_id: int) -> dict[str, Any]:
     async with request.app[keys.STORE].session() as session:
         repo = IncidentRepository(session)
         incident = await repo.get(incident_id)
         alerts = await repo.list_alerts(incident_id)
         actions = await ActionRepository(session).list_for_incident(incident_id)
         events = await repo.events.list_for_incident(incident_id)
-    return web.json_response(incident_detail(incident, alerts, actions, events))
+    return incident_detail(incident, alerts, actions, events)
 
 
 async def _approval_request(request: web.Request) -> tuple[int, str, str | None]:
@@ -144,6 +147,25 @@ async def reject_incident(request: web.Request) -> web.Response:
     incident_id, by, comment = await _approval_request(request)
     await approvals.reject(request.app[keys.STORE], incident_id, by=by, comment=comment, now=utcnow())
     return web.json_response({"id": incident_id, "status": IncidentStatus.CLOSED.value})
+
+
+@routes.post("/api/v1/incidents/{incident_id}/explain")
+async def explain_incident(request: web.Request) -> web.Response:
+    # Explaining may call a paid model, so it sits behind the API token when one is configured.
+    _require_bearer(request, request.app[keys.CONFIG].api_token, what="explaining")
+    incident_id = _incident_id(request)
+    detail = await _incident_document(request, incident_id)
+    if not detail["decision"]:
+        raise Conflict(f"incident {incident_id} has no decision yet", incident_id=incident_id)
+    explanation = await request.app[keys.EXPLAINER].explain(detail)
+    return web.json_response(
+        {
+            "id": incident_id,
+            "summary": explanation.summary,
+            "source": explanation.source,
+            "fallback_reason": explanation.fallback_reason,
+        }
+    )
 
 
 @routes.get("/api/v1/openapi.yaml")

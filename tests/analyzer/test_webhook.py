@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -34,16 +34,22 @@ def source() -> StaticContextSource:
 
 
 @pytest.fixture
-def make_client(
-    aiohttp_client: ClientFactory, store: Store, source: StaticContextSource
-) -> Callable[..., Awaitable[TestClient[Any, Any]]]:
+async def make_client(
+    store: Store, aiohttp_client: ClientFactory, source: StaticContextSource
+) -> AsyncIterator[Callable[..., Awaitable[TestClient[Any, Any]]]]:
+    clients: list[TestClient[Any, Any]] = []
+
     async def make(**overrides: Any) -> TestClient[Any, Any]:
         overrides.setdefault("processing", ProcessingConfig(sweep_interval=0.05, workers=2))
         config = AnalyzerConfig(**overrides)
         app = create_app(config, context_source=source.factory(), store=store)
-        return await aiohttp_client(app)
+        clients.append(await aiohttp_client(app))
+        return clients[-1]
 
-    return make
+    yield make
+    # Stop every app (and its background work) before the store fixture disposes the engine.
+    for client in clients:
+        await client.close()
 
 
 async def settle(client: TestClient[Any, Any]) -> None:
@@ -368,4 +374,5 @@ async def test_readyz_reports_an_unreachable_store(
     response = await client.get("/readyz")
     assert response.status == 503
     assert (await response.json())["status"] == "unavailable"
+    await client.close()
     await store.dispose()
