@@ -33,6 +33,7 @@ from incidents.exceptions import (
 from incidents.states import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
+    HUMAN_TRANSITIONS,
     ActionPhase,
     ActionStatus,
     IncidentStatus,
@@ -44,6 +45,7 @@ __all__ = [
     "CHANGING_ACTIONS",
     "CONTEXT_SCHEMA",
     "FINAL_STATUSES",
+    "HUMAN_TRANSITIONS",
     "ActionNotFound",
     "ActionPhase",
     "ActionStatus",

@@ -258,9 +258,10 @@ class IncidentRepository:
         now: datetime | None = None,
         data: dict[str, Any] | None = None,
         reason: str | None = None,
+        by_human: bool = False,
     ) -> None:
         """Move the incident through the state machine, stamping times and writing the timeline."""
-        status = check_transition(incident.status, target, incident_id=incident.id)
+        status = check_transition(incident.status, target, incident_id=incident.id, by_human=by_human)
         now = now or utcnow()
         source = incident.status
         incident.status = status.value

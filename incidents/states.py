@@ -8,6 +8,10 @@
 
 `escalated` stays active for grouping (new alerts for the service join it, so a human gets one
 incident, not a storm) until its alerts resolve; `resolved`, `failed` and `closed` are final.
+
+A few transitions are a human's alone (`HUMAN_TRANSITIONS`): a manual command may queue an action on an
+incident Remediator escalated or suppressed, or decide a fresh incident without analysis. The state
+machine refuses them to anything but a human, so Remediator can never take a second automatic action.
 """
 
 from __future__ import annotations
@@ -50,6 +54,14 @@ TRANSITIONS: dict[IncidentStatus, frozenset[IncidentStatus]] = {
     S.CLOSED: frozenset(),
 }
 
+HUMAN_TRANSITIONS: frozenset[tuple[IncidentStatus, IncidentStatus]] = frozenset(
+    {
+        (S.OPEN, S.DECIDED),
+        (S.ESCALATED, S.QUEUED),
+        (S.SUPPRESSED, S.QUEUED),
+    }
+)
+
 FINAL_STATUSES: frozenset[IncidentStatus] = frozenset({S.RESOLVED, S.FAILED, S.CLOSED})
 ACTIVE_STATUSES: frozenset[IncidentStatus] = frozenset(set(IncidentStatus) - FINAL_STATUSES)
 # Statuses in which an action has been, or is being, applied to Cloud Run.
@@ -57,14 +69,21 @@ ACTED_STATUSES: frozenset[IncidentStatus] = frozenset({S.ACTING, S.VERIFYING, S.
 
 
 def check_transition(
-    source: IncidentStatus | str, target: IncidentStatus | str, *, incident_id: int | None = None
+    source: IncidentStatus | str,
+    target: IncidentStatus | str,
+    *,
+    incident_id: int | None = None,
+    by_human: bool = False,
 ) -> IncidentStatus:
     """Return `target` as a status when `source -> target` is allowed; raise `IllegalTransition`."""
     try:
         source_status, target_status = IncidentStatus(source), IncidentStatus(target)
     except ValueError:
         raise IllegalTransition(str(source), str(target), incident_id=incident_id) from None
-    if target_status not in TRANSITIONS[source_status]:
+    allowed = target_status in TRANSITIONS[source_status] or (
+        by_human and (source_status, target_status) in HUMAN_TRANSITIONS
+    )
+    if not allowed:
         raise IllegalTransition(source_status, target_status, incident_id=incident_id)
     return target_status
 

@@ -52,6 +52,22 @@ def test_illegal_transitions_raise(source: IncidentStatus, target: IncidentStatu
     assert f"{source.value} -> {target.value}" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("source", "target"), [(S.ESCALATED, S.QUEUED), (S.SUPPRESSED, S.QUEUED), (S.OPEN, S.DECIDED)]
+)
+def test_some_transitions_belong_to_humans_alone(source: IncidentStatus, target: IncidentStatus) -> None:
+    with pytest.raises(IllegalTransition):
+        check_transition(source, target)
+    assert check_transition(source, target, by_human=True) is target
+
+
+def test_humans_cannot_jump_arbitrarily_either() -> None:
+    with pytest.raises(IllegalTransition):
+        check_transition(S.RESOLVED, S.QUEUED, by_human=True)
+    with pytest.raises(IllegalTransition):
+        check_transition(S.OPEN, S.ACTING, by_human=True)
+
+
 def test_unknown_status_is_illegal() -> None:
     with pytest.raises(IllegalTransition):
         check_transition("open", "exploded")

@@ -1,0 +1,243 @@
+"""Request rate, error ratio, latency and capacity from Prometheus (or any Prometheus-compatible API,
+such as Google Managed Prometheus), through prometheus-api-client.
+
+prometheus-api-client is synchronous (requests), so queries run on a small private thread pool: many
+queries of one context run in parallel without starving the event loop's default executor. Each HTTP
+request carries its own timeout, so an abandoned query's thread always ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from requests import RequestException
+from urllib3.util.retry import Retry
+
+from collector.exceptions import SourceFailed
+from incidents import Figures
+
+SOURCE = "prometheus"
+REQUESTS = "http_server_request_duration_seconds"
+
+
+def _selector(service: str, revision: str | None = None, *, errors: bool = False) -> str:
+    labels = [f'service="{_escape(service)}"']
+    if revision is not None:
+        labels.append(f'revision="{_escape(revision)}"')
+    if errors:
+        labels.append('http_response_status_code=~"5.."')
+    return "{" + ",".join(labels) + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrometheusQueries:
+    """The PromQL the collector runs. Metric names of the capacity model are settings, because on
+    real Cloud Run they come from Cloud Monitoring (e.g. through Google Managed Prometheus)."""
+
+    instances_metric: str = "run_container_instances"
+    utilization_metric: str = "run_container_utilization_ratio"
+
+    def rate_by_revision(self, service: str, window: int) -> str:
+        return f"sum by (revision) (rate({REQUESTS}_count{_selector(service)}[{window}s]))"
+
+    def errors_by_revision(self, service: str, window: int) -> str:
+        return f"sum by (revision) (rate({REQUESTS}_count{_selector(service, errors=True)}[{window}s]))"
+
+    def quantile_by_revision(self, service: str, window: int, quantile: float) -> str:
+        return (
+            f"histogram_quantile({quantile}, sum by (revision, le) "
+            f"(rate({REQUESTS}_bucket{_selector(service)}[{window}s])))"
+        )
+
+    def quantile(self, service: str, window: int, quantile: float, revision: str | None = None) -> str:
+        return (
+            f"histogram_quantile({quantile}, sum by (le) "
+            f"(rate({REQUESTS}_bucket{_selector(service, revision)}[{window}s])))"
+        )
+
+    def rate(self, service: str, window: int, revision: str | None = None, *, errors: bool = False) -> str:
+        return f"sum(rate({REQUESTS}_count{_selector(service, revision, errors=errors)}[{window}s]))"
+
+    def last_served(self, service: str, lookback: int, step: int) -> str:
+        """Per revision, the last time it had traffic within `lookback` (unix seconds)."""
+        return (
+            f"max by (revision) (max_over_time(timestamp(sum by (revision) "
+            f"(rate({REQUESTS}_count{_selector(service)}[1m])) > 0)[{lookback}s:{step}s]))"
+        )
+
+    def instances(self, service: str) -> str:
+        return f"sum({self.instances_metric}{_selector(service)})"
+
+    def utilization(self, service: str) -> str:
+        # Weighted by instances, so an idle revision's empty instance does not dilute a busy one.
+        selector = _selector(service)
+        return (
+            f"sum({self.utilization_metric}{selector} * {self.instances_metric}{selector}) "
+            f"/ sum({self.instances_metric}{selector})"
+        )
+
+    def alert_active_since(self, alertname: str, service: str) -> str:
+        """ALERTS_FOR_STATE's value is the time the alert's condition first held (its activeAt)."""
+        return (
+            f'last_over_time(ALERTS_FOR_STATE{{alertname="{_escape(alertname)}",'
+            f'service="{_escape(service)}"}}[2m])'
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowFigures:
+    """Figures over one window, per revision and for the whole service."""
+
+    service: Figures
+    by_revision: dict[str, Figures]
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+
+
+def _number(value: Any) -> float | None:
+    """A Prometheus sample value; NaN and infinities (no traffic, empty histograms) become None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _by_label(result: list[dict[str, Any]], label: str) -> dict[str, float | None]:
+    return {sample["metric"].get(label, ""): _number(sample["value"][1]) for sample in result}
+
+
+def _scalar(result: list[dict[str, Any]]) -> float | None:
+    return _number(result[0]["value"][1]) if result else None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def _ratio(errors: float | None, total: float | None) -> float | None:
+    if total is None or total <= 0:
+        return None
+    return round((errors or 0.0) / total, 6)
+
+
+class PrometheusSource:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float,
+        queries: PrometheusQueries | None = None,
+        max_parallel: int = 16,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.queries = queries or PrometheusQueries()
+        # No retries inside the client: a slow Prometheus must surface as a gap within the deadline.
+        self._client = PrometheusConnect(
+            url=self.url, disable_ssl=False, retry=Retry(total=0), timeout=timeout
+        )
+        self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="promql")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    async def query(self, promql: str, *, at: datetime | None = None) -> list[dict[str, Any]]:
+        params = {"time": f"{(at or datetime.now(UTC)).timestamp():.3f}"}
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(self._pool, lambda: self._client.custom_query(promql, params))
+        except RequestException as exc:
+            raise SourceFailed(SOURCE, f"{type(exc).__name__}: {exc}"[:200]) from exc
+        except PrometheusApiClientException as exc:
+            raise SourceFailed(SOURCE, str(exc)[:200]) from exc
+        if not isinstance(result, list):
+            raise SourceFailed(SOURCE, f"unexpected result type for {promql!r}")
+        return result
+
+    async def window(
+        self, service: str, *, at: datetime, window: int, extra_quantiles: bool = False
+    ) -> WindowFigures:
+        """Rate, error ratio and p95 over `[at - window, at]`, per revision and for the service."""
+        q = self.queries
+        calls = [
+            self.query(q.rate_by_revision(service, window), at=at),
+            self.query(q.errors_by_revision(service, window), at=at),
+            self.query(q.quantile_by_revision(service, window, 0.95), at=at),
+            self.query(q.quantile(service, window, 0.95), at=at),
+        ]
+        if extra_quantiles:
+            calls += [
+                self.query(q.quantile(service, window, 0.5), at=at),
+                self.query(q.quantile(service, window, 0.99), at=at),
+            ]
+        results = await asyncio.gather(*calls)
+        rates, errors, p95s = (_by_label(r, "revision") for r in results[:3])
+        by_revision = {
+            revision: Figures(
+                request_rate_rps=round(rate, 4) if rate is not None else None,
+                error_rate=_ratio(errors.get(revision), rate),
+                latency_p95_ms=_ms(p95s.get(revision)) if rate else None,
+            )
+            for revision, rate in rates.items()
+        }
+        total = round(sum(r for r in rates.values() if r is not None), 4) if rates else 0.0
+        total_errors = sum(e for e in errors.values() if e is not None) if errors else 0.0
+        service_figures = Figures(
+            request_rate_rps=total,
+            error_rate=_ratio(total_errors, total),
+            latency_p95_ms=_ms(_scalar(results[3])) if total else None,
+        )
+        return WindowFigures(
+            service=service_figures,
+            by_revision=by_revision,
+            latency_p50_ms=_ms(_scalar(results[4])) if extra_quantiles and total else None,
+            latency_p99_ms=_ms(_scalar(results[5])) if extra_quantiles and total else None,
+        )
+
+    async def revision_window(self, service: str, revision: str, *, at: datetime, window: int) -> Figures:
+        q = self.queries
+        rate, errors, p95 = await asyncio.gather(
+            self.query(q.rate(service, window, revision), at=at),
+            self.query(q.rate(service, window, revision, errors=True), at=at),
+            self.query(q.quantile(service, window, 0.95, revision), at=at),
+        )
+        total = _scalar(rate)
+        return Figures(
+            request_rate_rps=total,
+            error_rate=_ratio(_scalar(errors), total),
+            latency_p95_ms=_ms(_scalar(p95)) if total else None,
+        )
+
+    async def last_served(self, service: str, *, at: datetime, lookback: int) -> dict[str, datetime]:
+        step = max(15, lookback // 720)
+        result = await self.query(self.queries.last_served(service, lookback, step), at=at)
+        found = {}
+        for revision, value in _by_label(result, "revision").items():
+            if value is not None and revision:
+                found[revision] = datetime.fromtimestamp(value, UTC)
+        return found
+
+    async def capacity(self, service: str, *, at: datetime) -> tuple[float | None, float | None]:
+        instances, utilization = await asyncio.gather(
+            self.query(self.queries.instances(service), at=at),
+            self.query(self.queries.utilization(service), at=at),
+        )
+        busy = _scalar(utilization)
+        return _scalar(instances), None if busy is None else round(min(max(busy, 0.0), 1.0), 4)
+
+    async def alert_active_since(self, alertname: str, service: str, *, at: datetime) -> datetime | None:
+        result = await self.query(self.queries.alert_active_since(alertname, service), at=at)
+        values = [v for v in _by_label(result, "alertname").values() if v is not None]
+        return datetime.fromtimestamp(min(values), UTC) if values else None
