@@ -13,7 +13,8 @@ DEBIAN_TOOLS := $(VENV)/opt/debian
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: help venv tools postgres lint test demo up clean
+.PHONY: help venv tools alertmanager-templates postgres lint test demo up clean
+.SILENT: tools alertmanager-templates postgres
 
 help:
 	@echo "make test   - set up and run lint, promtool/amtool checks and the whole test suite"
@@ -33,12 +34,15 @@ venv: $(BIN)/.installed
 # Prometheus, Alertmanager, promtool and amtool: use the machine's when on PATH, otherwise unpack
 # Debian's packages into the venv. Unpacking (not `apt-get install`) needs no root and starts no
 # system daemon listening on every interface.
+# Debian's Alertmanager reads its notification templates from this fixed path.
+ALERTMANAGER_SHARE := /usr/share/prometheus/alertmanager
+
 tools: venv
 	missing=
 	for tool in prometheus prometheus-alertmanager promtool amtool; do
 	  command -v $$tool >/dev/null || [ -x $(BIN)/$$tool ] || missing=1
 	done
-	[ -z "$$missing" ] && exit 0
+	if [ -z "$$missing" ]; then $(MAKE) --no-print-directory alertmanager-templates; exit 0; fi
 	echo "Fetching prometheus and prometheus-alertmanager from Debian's packages into $(DEBIAN_TOOLS)"
 	download=$$(mktemp -d); chmod 755 $$download
 	if ! (cd $$download && apt-get download -q prometheus prometheus-alertmanager 2>/dev/null); then
@@ -51,6 +55,16 @@ tools: venv
 	for tool in prometheus prometheus-alertmanager promtool amtool; do ln -sf ../opt/debian/usr/bin/$$tool $(BIN)/$$tool; done
 	$(BIN)/prometheus --version 2>&1 | head -n 1
 	$(BIN)/prometheus-alertmanager --version 2>&1 | head -n 1
+	$(MAKE) --no-print-directory alertmanager-templates
+
+# The package installs these templates itself; after unpacking, put the same files where the binary
+# looks for them (root only; otherwise install the package).
+alertmanager-templates:
+	[ -f $(ALERTMANAGER_SHARE)/default.tmpl ] && exit 0
+	[ -f $(DEBIAN_TOOLS)$(ALERTMANAGER_SHARE)/default.tmpl ] || { echo "Alertmanager templates missing: run 'sudo apt-get install prometheus-alertmanager'" >&2; exit 1; }
+	if [ "$$(id -u)" != 0 ]; then echo "Alertmanager needs $(ALERTMANAGER_SHARE): run 'sudo apt-get install prometheus-alertmanager'" >&2; exit 1; fi
+	mkdir -p $(ALERTMANAGER_SHARE)
+	cp -r $(DEBIAN_TOOLS)$(ALERTMANAGER_SHARE)/. $(ALERTMANAGER_SHARE)/
 
 # PostgreSQL for the integration tests: started when it is installed but stopped, installed from
 # Debian's packages (root only) when absent. A fresh install gets the development machines' set-up:
