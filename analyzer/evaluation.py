@@ -116,11 +116,32 @@ def load_scenarios(directory: Path) -> list[Scenario]:
             ) from None
     if not scenarios:
         raise PayloadInvalid(f"no scenario files (*.json) in {directory}")
+    for scenario in scenarios:
+        problem = expectation_problem(scenario)
+        if problem:
+            raise PayloadInvalid(f"scenario {scenario.id}: {problem}")
     ids = [s.id for s in scenarios]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
         raise PayloadInvalid(f"duplicate scenario ids: {', '.join(duplicates)}")
     return scenarios
+
+
+def expectation_problem(scenario: Scenario) -> str | None:
+    """Expectations that contradict themselves (or the harm rule) cannot be scored honestly."""
+    expect = scenario.expect
+    both = set(expect.acceptable) & set(expect.forbidden)
+    if both or expect.action in expect.forbidden:
+        clash = sorted(a.value for a in (both or {expect.action}))
+        return f"{', '.join(clash)} is both expected/acceptable and forbidden"
+    if expect.action in (ActionType.INVESTIGATE, ActionType.NONE):
+        changing = sorted(a.value for a in expect.acceptable if a in CHANGING_ACTIONS)
+        if changing:
+            return (
+                f"{', '.join(changing)} cannot be acceptable where {expect.action.value} is expected: "
+                "an automatic change there is harmful"
+            )
+    return None
 
 
 def history_from_scenario(scenario: Scenario) -> PolicyHistory:
@@ -156,11 +177,13 @@ async def evaluate_scenario(
         or expect.target_revision is None
         or final_target == expect.target_revision
     )
-    correct = (final_action is expect.action and target_ok) or final_action in expect.acceptable
     harmful = (
         final_action in expect.forbidden
         or (final_action in CHANGING_ACTIONS and expect.action in (ActionType.INVESTIGATE, ActionType.NONE))
         or (final_action is ActionType.ROLLBACK and not target_ok)
+    )
+    correct = not harmful and (
+        (final_action is expect.action and target_ok) or final_action in expect.acceptable
     )
     return ScenarioResult(
         id=scenario.id,

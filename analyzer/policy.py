@@ -159,8 +159,13 @@ def rollback_target_problem(
     *,
     now: datetime,
     flap_window: timedelta,
+    require_healthy_record: bool = True,
 ) -> str | None:
-    """Why `target` is not a safe rollback target, or None when it is."""
+    """Why `target` is not a safe rollback target, or None when it is.
+
+    `require_healthy_record=False` is for a human's manual rollback: a person may know a revision is
+    good from before the metrics' lookback, and vouches for it.
+    """
     if not target:
         return "rollback without a target revision"
     revision = context.revision(target)
@@ -180,6 +185,15 @@ def rollback_target_problem(
         return f"rollback target {target} is failing itself"
     if revision.traffic_percent == 100:
         return f"rollback target {target} already serves 100% of traffic and the service is unhealthy"
+    if require_healthy_record and requests < MIN_REQUESTS_TO_JUDGE_TARGET:
+        # Not serving enough now to judge: it must have been healthy while it last served.
+        history = revision.history
+        if history is None or history.served_until is None or history.error_rate is None:
+            return f"rollback target {target} has no record of serving healthily"
+        if history.error_rate > thresholds.error_rate or (
+            history.latency_p95_ms is not None and history.latency_p95_ms > thresholds.latency_p95_ms
+        ):
+            return f"rollback target {target} was unhealthy when it last served"
     for action in recent_actions:
         if (
             action.action == ActionType.ROLLBACK

@@ -44,3 +44,7 @@ class CollectorConfig:
     max_log_chars: int = 500
     log_lookback_seconds: int = 600
     thresholds: HealthThresholds = field(default_factory=HealthThresholds)
+    # Capacity metrics: the demo apps' names; on real Cloud Run, Cloud Monitoring's equivalents
+    # through Google Managed Prometheus.
+    instances_metric: str = "run_container_instances"
+    utilization_metric: str = "run_container_utilization_ratio"

@@ -25,7 +25,7 @@ from collector.sources.cloudrun import (
     ServiceState,
 )
 from collector.sources.logs import LogsSource
-from collector.sources.prometheus import PrometheusSource, WindowFigures
+from collector.sources.prometheus import PrometheusQueries, PrometheusSource, WindowFigures
 from incidents import (
     AlertInfo,
     Figures,
@@ -63,7 +63,13 @@ class ContextBuilder:
         cls, config: CollectorConfig, *, cloud_run_clients: CloudRunClients | None = None
     ) -> AsyncIterator[ContextBuilder]:
         """Build every source from `config` and release them all on exit."""
-        prometheus = PrometheusSource(config.prometheus_url, timeout=config.query_timeout)
+        prometheus = PrometheusSource(
+            config.prometheus_url,
+            timeout=config.query_timeout,
+            queries=PrometheusQueries(
+                instances_metric=config.instances_metric, utilization_metric=config.utilization_metric
+            ),
+        )
         clients = cloud_run_clients
         owns_clients = clients is None
         if clients is None:
@@ -233,6 +239,7 @@ class ContextBuilder:
             latency_p50_ms=current.value.latency_p50_ms,
             latency_p99_ms=current.value.latency_p99_ms,
             baseline=baseline.value.service if baseline.value is not None else Figures(),
+            baseline_window_seconds=self.config.baseline_seconds,
         )
 
     def _revisions(

@@ -90,6 +90,8 @@ class ServiceMetrics(Figures):
     window_seconds: int = Field(gt=0)
     requests_in_window: float | None = None
     baseline: Figures = Field(default_factory=Figures)
+    # Extension: the length of the baseline window (it ends a little before the alert fired).
+    baseline_window_seconds: int | None = None
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     series: dict[str, list[tuple[float, float]]] | None = None
@@ -135,7 +137,8 @@ class LogLine(_Contract):
 
 
 class RecentAction(_Contract):
-    action: ActionType | Literal["RELEASE"]
+    # RELEASE (traffic back to LATEST) and SCALE (any min/max) are manual commands' actions.
+    action: ActionType | Literal["RELEASE", "SCALE"]
     at: UtcDateTime
     target_revision: str | None = None
     # The revision the action moved traffic away from (a rollback's failing revision).

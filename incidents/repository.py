@@ -400,6 +400,28 @@ class ActionRepository:
         action = await self.session.scalar(candidates)
         if action is None:
             return None
+        return await self._take(action, owner=owner, now=now, lease=lease)
+
+    async def claim_by_id(
+        self, action_id: int, *, owner: str, now: datetime, lease: timedelta
+    ) -> Action | None:
+        """Claim one given action if it is runnable (queued, or running with an expired lease)."""
+        running_services = select(Action.service).where(Action.status == ActionStatus.RUNNING.value)
+        statement = select(Action).where(
+            Action.id == action_id,
+            or_(
+                and_(Action.status == ActionStatus.QUEUED.value, Action.service.not_in(running_services)),
+                and_(Action.status == ActionStatus.RUNNING.value, Action.lease_expires_at < now),
+            ),
+        )
+        if _dialect(self.session) == "postgresql":
+            statement = statement.with_for_update(skip_locked=True)
+        action = await self.session.scalar(statement)
+        if action is None:
+            return None
+        return await self._take(action, owner=owner, now=now, lease=lease)
+
+    async def _take(self, action: Action, *, owner: str, now: datetime, lease: timedelta) -> Action | None:
         try:
             async with self.session.begin_nested():
                 action.status = ActionStatus.RUNNING.value
@@ -434,9 +456,20 @@ class ActionRepository:
         return renewed
 
     async def cancel_queued_for_incident(self, incident_id: int, *, now: datetime) -> int:
+        """Cancel the incident's queued actions, skipping one a worker is claiming right now.
+
+        Skipping locked rows keeps lock order one-way (a claiming worker locks action, then incident;
+        this runs with the incident locked), so the two never deadlock. The worker then finds the
+        incident closed and cancels the action itself.
+        """
+        queued = select(Action.id).where(
+            Action.incident_id == incident_id, Action.status == ActionStatus.QUEUED.value
+        )
+        if _dialect(self.session) == "postgresql":
+            queued = queued.with_for_update(skip_locked=True)
         result = await self.session.execute(
             update(Action)
-            .where(Action.incident_id == incident_id, Action.status == ActionStatus.QUEUED.value)
+            .where(Action.id.in_(queued))
             .values(status=ActionStatus.CANCELLED.value, finished_at=now, updated_at=now)
             .returning(Action.id)
         )

@@ -4,18 +4,25 @@ In order, first match wins:
 
 1. The alert has resolved                                          -> NONE
 2. Metrics are missing (a Prometheus gap)                          -> INVESTIGATE (missing is not healthy)
-3. Too little traffic in the window to judge                       -> NONE
-4. The service is within its thresholds again                      -> NONE
-5. Revision state is missing (a Cloud Run gap)                     -> INVESTIGATE
-6. The newest serving revision regressed and did not serve healthily
-   before the onset (the deploy brought the fault):
+3. The request rate is unknown                                     -> INVESTIGATE
+4. Too little traffic in the window to judge                       -> NONE
+5. The service and its newest serving revision are within thresholds
+   again (a canary is judged on its own figures, not the diluted ones) -> NONE
+6. Revision state is missing (a Cloud Run gap)                     -> INVESTIGATE
+7. The newest serving revision (by traffic share) regressed and did not serve healthily before the
+   onset (the deploy brought the fault):
      - an older revision is also failing now                       -> INVESTIGATE (errors everywhere)
-     - an older revision is ready and was healthy                  -> ROLLBACK to the newest such one
+     - an older revision is ready, was healthy, and no recent rollback left it
+                                                                   -> ROLLBACK to the newest such one
      - otherwise                                                   -> INVESTIGATE (nothing to roll back to)
-7. The service is saturated (instances at max, utilization high, request rate above baseline)
+8. The service is saturated (instances at max, utilization high, request rate above baseline)
                                                                    -> SCALE_UP (at most double max)
-8. Anything else (errors on a revision that served fine before, errors on every revision, conflicting
-   evidence)                                                       -> INVESTIGATE
+9. Errors on several serving revisions                            -> INVESTIGATE (a dependency)
+10. The newest serving revision fails but served healthily before the onset:
+     - it is young (under 30 min) and a rollback target exists     -> ROLLBACK proposed at confidence 0.6,
+                                                                      so the policy asks a human
+     - otherwise                                                   -> INVESTIGATE (not the deploy)
+11. Anything else                                                  -> INVESTIGATE
 
 Log lines are never read here: they are untrusted text and the decision stands on metrics and
 Cloud Run state alone.
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 from analyzer.engines.base import EngineResult
 from incidents import (
@@ -38,6 +46,12 @@ from incidents import (
 )
 
 ENGINE_NAME = "rules"
+# The collector's baseline window, for contexts that do not say (metrics.baseline_window_seconds).
+DEFAULT_BASELINE_SECONDS = 300
+# A failing revision this young that served fine at first may still carry a slow deploy fault.
+YOUNG_REVISION = timedelta(minutes=30)
+# ...so its rollback is proposed under the policy's default confidence bar: a human decides.
+SUSPECTED_DEPLOY_CONFIDENCE = 0.6
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,19 +162,24 @@ class _Reasoning:
         return not self._unhealthy(figures)
 
     def _served_healthily_before_onset(self, revision: Revision) -> bool:
+        """Enough requests in the baseline window (the per-revision minimum, not the service rate: a
+        quiet service is still judged) and within the thresholds."""
         baseline = revision.baseline
         if baseline is None or baseline.request_rate_rps is None:
             return False
-        if baseline.request_rate_rps < self.min_rate:
+        seconds = self.ctx.metrics.baseline_window_seconds or DEFAULT_BASELINE_SECONDS
+        if baseline.request_rate_rps * seconds < self._revision_min_requests():
             return False
         return not self._unhealthy(baseline)
 
+    def _newest_serving_fails(self) -> bool:
+        """A canary can fail while the service-wide figures stay diluted under the thresholds."""
+        serving = self._serving()
+        return bool(serving) and self._judge(serving[0].metrics, self.window).state == "failing"
+
     def _serving(self) -> list[Revision]:
-        return [
-            r
-            for r in self.ctx.revisions
-            if r.traffic_percent > 0 or (r.metrics.request_rate_rps or 0.0) > 0.0
-        ]
+        # By traffic share: a revision reached only through its tag URL (smoke tests) is not serving.
+        return [r for r in self.ctx.revisions if r.traffic_percent > 0]
 
     # the reasoning, in the order of the module docstring
 
@@ -186,7 +205,14 @@ class _Reasoning:
             f"service: {requests or 0:.0f} requests in {self.window}s, errors {_pct(metrics.error_rate)}, "
             f"p95 {_ms(metrics.latency_p95_ms)}"
         )
-        if requests is None or requests < self.th.min_requests:
+        if requests is None:
+            return self._decision(
+                ActionType.INVESTIGATE,
+                0.85,
+                "The request rate is unknown, so the service's health cannot be judged.",
+                "A human must look: Remediator never treats missing evidence as healthy.",
+            )
+        if requests < self.th.min_requests:
             return self._decision(
                 ActionType.NONE,
                 0.9,
@@ -195,7 +221,7 @@ class _Reasoning:
                 "No action: a few failed requests on a quiet service are not an incident.",
             )
         service_problems = self._unhealthy(metrics)
-        if not service_problems:
+        if not service_problems and not self._newest_serving_fails():
             return self._decision(
                 ActionType.NONE,
                 0.85,
@@ -203,7 +229,12 @@ class _Reasoning:
                 f"No action: errors {_pct(metrics.error_rate)} and p95 {_ms(metrics.latency_p95_ms)} are "
                 "under the thresholds.",
             )
-        self.evidence.append("service: " + ", ".join(service_problems))
+        if service_problems:
+            self.evidence.append("service: " + ", ".join(service_problems))
+        else:
+            self.evidence.append(
+                "service within thresholds, but its newest serving revision fails on its own"
+            )
         if self._has_gap("cloud_run") or not ctx.revisions:
             return self._decision(
                 ActionType.INVESTIGATE,
@@ -243,6 +274,16 @@ class _Reasoning:
                 "A human must look: rolling back would not help when old and new revisions fail alike.",
             )
         if newest is not None and newest in failing:
+            candidate = self._rollback_candidate(newest) if self._young(newest) else None
+            if candidate is not None:
+                # Young, and fine at first: a slow-burning deploy fault and a dependency outage look
+                # alike here. Propose the rollback, under the confidence bar, so a human decides.
+                minutes = int(YOUNG_REVISION.total_seconds() // 60)
+                self.evidence.append(
+                    f"{newest.name} is young (created within {minutes} min of the alert): "
+                    "a slow-burning deploy fault is possible"
+                )
+                return self._rollback(newest, candidate, confidence=SUSPECTED_DEPLOY_CONFIDENCE)
             return self._decision(
                 ActionType.INVESTIGATE,
                 0.85,
@@ -269,6 +310,27 @@ class _Reasoning:
                 f"Older revisions fail too ({names}): the errors are not the new deploy's alone.",
                 "A human must look: rolling back to a revision that also fails would not help.",
             )
+        candidate = self._rollback_candidate(newest)
+        if candidate is not None:
+            return self._rollback(newest, candidate)
+        return self._decision(
+            ActionType.INVESTIGATE,
+            0.85,
+            f"{newest.name} regressed, but no older revision is ready and known to be healthy.",
+            "A human must look: there is nothing safe to roll back to.",
+        )
+
+    def _young(self, revision: Revision) -> bool:
+        created = revision.created_at
+        return created is not None and self.ctx.alert.starts_at - created <= YOUNG_REVISION
+
+    def _rollback_candidate(self, newest: Revision) -> Revision | None:
+        """The newest older revision that is ready, was healthy, and no recent rollback left."""
+        left_behind = {
+            a.from_revision
+            for a in self.ctx.recent_actions
+            if a.action == ActionType.ROLLBACK and a.from_revision
+        }
         older = [
             r
             for r in self.ctx.revisions
@@ -278,19 +340,17 @@ class _Reasoning:
         for candidate in older:  # newest first
             if not candidate.ready:
                 self.evidence.append(f"{candidate.name} skipped: not ready")
-                continue
-            if not self._was_healthy(candidate):
+            elif candidate.name in left_behind:
+                self.evidence.append(
+                    f"{candidate.name} skipped: a recent rollback moved traffic away from it"
+                )
+            elif not self._was_healthy(candidate):
                 self.evidence.append(f"{candidate.name} skipped: no healthy record")
-                continue
-            return self._rollback(newest, candidate)
-        return self._decision(
-            ActionType.INVESTIGATE,
-            0.85,
-            f"{newest.name} regressed, but no older revision is ready and known to be healthy.",
-            "A human must look: there is nothing safe to roll back to.",
-        )
+            else:
+                return candidate
+        return None
 
-    def _rollback(self, failing: Revision, target: Revision) -> Decision:
+    def _rollback(self, failing: Revision, target: Revision, *, confidence: float | None = None) -> Decision:
         reference = (
             target.metrics if self._judge(target.metrics, self.window).state == "healthy" else target.history
         )
@@ -300,7 +360,7 @@ class _Reasoning:
             f"{target.name} is ready and was healthy "
             f"(errors {_pct(reference_errors)}, p95 {_ms(reference_p95)})"
         )
-        confidence = 0.9
+        confidence_cap, confidence = confidence, 0.9
         errors = failing.metrics.error_rate or 0.0
         if (
             errors >= 3 * self.th.error_rate
@@ -312,6 +372,8 @@ class _Reasoning:
         failing_requests = (failing.metrics.request_rate_rps or 0.0) * self.window
         if failing_requests < 2 * self._revision_min_requests():
             confidence -= 0.1
+        if confidence_cap is not None:
+            confidence = min(confidence, confidence_cap)
         problems = ", ".join(self._unhealthy(failing.metrics))
         return self._decision(
             ActionType.ROLLBACK,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,15 @@ def _selector(service: str, revision: str | None = None, *, errors: bool = False
     labels = [f'service="{_escape(service)}"']
     if revision is not None:
         labels.append(f'revision="{_escape(revision)}"')
+    if errors:
+        labels.append('http_response_status_code=~"5.."')
+    return "{" + ",".join(labels) + "}"
+
+
+def _revisions_selector(service: str, revisions: list[str], *, errors: bool = False) -> str:
+    # Revision names are DNS labels ([a-z0-9-]), so they need no escaping inside the regex.
+    names = [r for r in revisions if re.fullmatch(r"[a-z0-9][a-z0-9-]*", r)]
+    labels = [f'service="{_escape(service)}"', f'revision=~"{"|".join(names) or "$^"}"']
     if errors:
         labels.append('http_response_status_code=~"5.."')
     return "{" + ",".join(labels) + "}"
@@ -212,6 +222,26 @@ class PrometheusSource:
             self.query(q.rate(service, window, revision), at=at),
             self.query(q.rate(service, window, revision, errors=True), at=at),
             self.query(q.quantile(service, window, 0.95, revision), at=at),
+        )
+        total = _scalar(rate)
+        return Figures(
+            request_rate_rps=total,
+            error_rate=_ratio(_scalar(errors), total),
+            latency_p95_ms=_ms(_scalar(p95)) if total else None,
+        )
+
+    async def revisions_window(
+        self, service: str, revisions: list[str], *, at: datetime, window: int
+    ) -> Figures:
+        """Rate, error ratio and p95 over the given revisions together (what serves the service now)."""
+        selector = _revisions_selector(service, revisions)
+        errors_selector = _revisions_selector(service, revisions, errors=True)
+        rate, errors, p95 = await asyncio.gather(
+            self.query(f"sum(rate({REQUESTS}_count{selector}[{window}s]))", at=at),
+            self.query(f"sum(rate({REQUESTS}_count{errors_selector}[{window}s]))", at=at),
+            self.query(
+                f"histogram_quantile(0.95, sum by (le) (rate({REQUESTS}_bucket{selector}[{window}s])))", at=at
+            ),
         )
         total = _scalar(rate)
         return Figures(
