@@ -122,7 +122,7 @@ class Incident(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     mttr_seconds: Mapped[float | None] = mapped_column(Float)
-    mttr_basis: Mapped[str | None] = mapped_column(String(32))
+    mttr_basis: Mapped[str | None] = mapped_column(Text)
     time_to_detect_seconds: Mapped[float | None] = mapped_column(Float)
     time_to_decide_seconds: Mapped[float | None] = mapped_column(Float)
     time_to_mitigate_seconds: Mapped[float | None] = mapped_column(Float)

@@ -67,7 +67,7 @@ def upgrade() -> None:
         ts("created_at", nullable=False),
         ts("updated_at", nullable=False),
         sa.Column("mttr_seconds", sa.Float()),
-        sa.Column("mttr_basis", sa.String(32)),
+        sa.Column("mttr_basis", sa.Text()),
         sa.Column("time_to_detect_seconds", sa.Float()),
         sa.Column("time_to_decide_seconds", sa.Float()),
         sa.Column("time_to_mitigate_seconds", sa.Float()),

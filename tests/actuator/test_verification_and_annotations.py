@@ -1,0 +1,220 @@
+"""Recovery verification on fresh metrics, MTTR arithmetic, and the Grafana annotation sink."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+
+from actuator import ActuatorMetrics, GrafanaConfig, RecoveryVerifier, VerifyConfig
+from actuator.annotations import GrafanaAnnotations
+from actuator.mttr import recovery_times
+from collector import HealthThresholds, PrometheusSource
+from incidents.models import Incident
+from incidents.secrets import Secret
+from tests.support.real_parts import free_port
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+class ScriptedPrometheus:
+    """Answers the verifier's three queries (rate, 5xx rate, p95) from a list of per-check figures."""
+
+    def __init__(self, checks: list[tuple[float, float, float]]) -> None:
+        self.checks = checks
+        self.seen: list[str] = []
+
+    def app(self) -> web.Application:
+        async def query(request: web.Request) -> web.Response:
+            promql = request.query["query"]
+            self.seen.append(promql)
+            step = min(
+                len([q for q in self.seen if q.startswith("sum(rate") and "5.." not in q]) - 1,
+                len(self.checks) - 1,
+            )
+            rate, errors, p95 = self.checks[max(step, 0)]
+            value = p95 if "histogram_quantile" in promql else errors if "5.." in promql else rate
+            result = [{"metric": {}, "value": [0, str(value)]}]
+            return web.json_response(
+                {"status": "success", "data": {"resultType": "vector", "result": result}}
+            )
+
+        app = web.Application()
+        app.router.add_get("/api/v1/query", query)
+        return app
+
+
+@pytest.fixture
+async def verifier_for(
+    aiohttp_server: ServerFactory,
+) -> AsyncIterator[Callable[..., Awaitable[RecoveryVerifier]]]:
+    sources: list[PrometheusSource] = []
+
+    async def make(checks: list[tuple[float, float, float]], **config: Any) -> RecoveryVerifier:
+        server = await aiohttp_server(ScriptedPrometheus(checks).app())
+        source = PrometheusSource(str(server.make_url("")).rstrip("/"), timeout=1.0)
+        sources.append(source)
+
+        clock = [START]
+
+        async def advance(seconds: float) -> None:  # simulated time: the test does not wait
+            clock[0] += timedelta(seconds=seconds)
+
+        return RecoveryVerifier(
+            source,
+            thresholds=HealthThresholds(),
+            config=VerifyConfig(consecutive_checks=3, interval=5, window_seconds=20, **config),
+            sleep=advance,
+            clock=lambda: clock[0],
+        )
+
+    yield make
+    for source in sources:
+        source.close()
+
+
+START = datetime.now(UTC)
+FAR = START + timedelta(minutes=5)
+
+
+async def test_recovery_needs_consecutive_healthy_checks(verifier_for: Any) -> None:
+    # unhealthy, healthy, healthy, unhealthy (streak reset), then three healthy
+    verifier = await verifier_for(
+        [(20, 2, 0.1), (20, 0, 0.1), (20, 0, 0.1), (20, 0, 1.5), (20, 0, 0.1), (20, 0.1, 0.2), (20, 0, 0.1)]
+    )
+    result = await verifier.verify("svc", ["svc-00001-ok"], deadline=FAR)
+    assert result.recovered
+    assert result.checks == 7
+    assert "20.0/s" in result.reason
+
+
+async def test_too_little_traffic_never_counts_as_healthy(verifier_for: Any) -> None:
+    verifier = await verifier_for([(0.2, 0, 0.05)])
+    result = await verifier.verify("svc", ["svc-00001-ok"], deadline=START + timedelta(seconds=12))
+    assert not result.recovered
+    assert result.checks == 3  # at 0, 5 and 10 s; a fourth at 15 s would come after the deadline
+    assert "too little traffic" in result.reason
+
+
+async def test_no_recovery_by_the_deadline_is_reported_with_the_last_figures(verifier_for: Any) -> None:
+    verifier = await verifier_for([(20, 4, 0.3)])
+    result = await verifier.verify("svc", ["svc-00002-bad"], deadline=START + timedelta(seconds=12))
+    assert not result.recovered
+    assert "errors 20.0% > 2.0%" in result.reason
+
+
+async def test_verification_queries_only_the_serving_revisions(aiohttp_server: ServerFactory) -> None:
+    prometheus = ScriptedPrometheus([(20, 0, 0.1)])
+    server = await aiohttp_server(prometheus.app())
+    source = PrometheusSource(str(server.make_url("")).rstrip("/"), timeout=1.0)
+    try:
+        verifier = RecoveryVerifier(
+            source, thresholds=HealthThresholds(), config=VerifyConfig(consecutive_checks=1)
+        )
+        await verifier.verify("svc", ["svc-00001-ok", "svc-00003-new"], deadline=FAR)
+    finally:
+        source.close()
+    assert all('revision=~"svc-00001-ok|svc-00003-new"' in q for q in prometheus.seen)
+    assert all('service="svc"' in q for q in prometheus.seen)
+
+
+async def test_unreachable_prometheus_is_not_healthy() -> None:
+    source = PrometheusSource(f"http://127.0.0.1:{free_port()}", timeout=0.5)
+    try:
+        verifier = RecoveryVerifier(
+            source, thresholds=HealthThresholds(), config=VerifyConfig(consecutive_checks=1)
+        )
+        check = await verifier.check("svc", ["svc-00001-ok"])
+    finally:
+        source.close()
+    assert not check.healthy
+    assert check.reason.startswith("metrics unavailable")
+
+
+def test_mttr_is_measured_from_the_estimated_onset_and_parts_from_the_same_start() -> None:
+    t0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    incident = Incident(
+        fault_started_at=t0,
+        fault_started_source="alerts_for_state",
+        alert_fired_at=t0 + timedelta(seconds=10),
+        detected_at=t0 + timedelta(seconds=12),
+        decided_at=t0 + timedelta(seconds=12.2),
+        mitigated_at=t0 + timedelta(seconds=13),
+    )
+    times = recovery_times(incident, verified_at=t0 + timedelta(seconds=31))
+    assert (times.mttr_seconds, times.basis) == (31.0, "fault_started_at (alerts_for_state)")
+    assert (times.time_to_detect_seconds, times.time_to_decide_seconds) == (12.0, 12.2)
+    assert (times.time_to_mitigate_seconds, times.time_to_verify_seconds) == (13.0, 31.0)
+    without_estimate = Incident(
+        alert_fired_at=t0 + timedelta(seconds=10), detected_at=t0 + timedelta(seconds=12)
+    )
+    fallback = recovery_times(without_estimate, verified_at=t0 + timedelta(seconds=31))
+    assert (fallback.mttr_seconds, fallback.basis) == (21.0, "alert_fired_at (no onset estimate)")
+
+
+class RecordingGrafana:
+    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+        self.status = status
+        self.delay = delay
+        self.received: list[tuple[dict[str, Any], str | None]] = []
+
+    def app(self) -> web.Application:
+        async def annotate(request: web.Request) -> web.Response:
+            self.received.append((await request.json(), request.headers.get("Authorization")))
+            await asyncio.sleep(self.delay)
+            return web.json_response({"id": 1, "message": "Annotation added"}, status=self.status)
+
+        app = web.Application()
+        app.router.add_post("/api/annotations", annotate)
+        return app
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def test_annotation_payload_and_auth(
+    aiohttp_server: ServerFactory, http: aiohttp.ClientSession
+) -> None:
+    grafana = RecordingGrafana()
+    server = await aiohttp_server(grafana.app())
+    metrics = ActuatorMetrics(CollectorRegistry())
+    sink = GrafanaAnnotations(
+        http, GrafanaConfig(url=str(server.make_url("")), token=Secret("glsa_test")), metrics
+    )
+    at = datetime(2026, 11, 28, 12, 0, 5, tzinfo=UTC)
+    assert await sink.post(text="rolled back", tags=["checkout", "ROLLBACK"], at=at, incident_id=3)
+    body, auth = grafana.received[0]
+    assert body == {
+        "time": int(at.timestamp() * 1000),
+        "tags": ["remediator", "checkout", "ROLLBACK"],
+        "text": "rolled back",
+    }
+    assert auth == "Bearer glsa_test"
+    assert metrics.annotations.labels("ok")._value.get() == 1
+
+
+@pytest.mark.parametrize("failure", ["http-500", "unreachable", "slow"])
+async def test_annotation_failures_never_raise_and_are_counted(
+    aiohttp_server: ServerFactory, http: aiohttp.ClientSession, failure: str
+) -> None:
+    if failure == "unreachable":
+        url = f"http://127.0.0.1:{free_port()}"
+    else:
+        grafana = RecordingGrafana(status=500) if failure == "http-500" else RecordingGrafana(delay=2)
+        url = str((await aiohttp_server(grafana.app())).make_url(""))
+    metrics = ActuatorMetrics(CollectorRegistry())
+    sink = GrafanaAnnotations(http, GrafanaConfig(url=url, timeout=0.3), metrics)
+    started = asyncio.get_running_loop().time()
+    assert await sink.post(text="x", tags=["svc"], at=datetime.now(UTC)) is False
+    assert asyncio.get_running_loop().time() - started < 1.5
+    assert metrics.annotations.labels("error")._value.get() == 1
