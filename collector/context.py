@@ -41,6 +41,10 @@ from incidents import (
 
 log = logging.getLogger(__name__)
 MAX_HISTORY_REVISIONS = 5
+# Onset estimation: the alert's condition over a short window, evaluated every scrape interval.
+ONSET_WINDOW_SECONDS = 15
+ONSET_STEP_SECONDS = 5
+ONSET_LOOKBACK_SECONDS = 900
 
 
 class ContextBuilder:
@@ -146,25 +150,43 @@ class ContextBuilder:
         )
 
     async def estimate_onset(self, alert: AlertInfo) -> tuple[datetime, str] | None:
-        """When the alert's condition first held: ALERTS_FOR_STATE's activeAt, read at the firing time.
+        """When the fault began, estimated from the metrics.
 
-        Prometheus sets an alert's startsAt when it starts *firing*, after its `for:`; activeAt is the
-        first evaluation at which the condition held, which is the closest the metrics get to the onset.
+        Prometheus sets an alert's startsAt when it starts *firing*: its own rule window plus `for:`
+        after the onset. Better: the first evaluation of the unbroken run in which the alert's condition
+        (error ratio or p95 over the thresholds) held over a short window (`ONSET_WINDOW_SECONDS`),
+        by a range query ending at startsAt. Fallback: ALERTS_FOR_STATE's activeAt (the first
+        evaluation at which the alert's own, longer-window condition held). None when neither answers.
         """
         service = alert.labels.get("service", "")
+        thresholds = self.config.thresholds
+        queries = self.prometheus.queries
+        if alert.name == "HighLatencyP95":
+            condition = queries.p95_above(service, ONSET_WINDOW_SECONDS, thresholds.latency_p95_ms / 1000)
+            source = f"p95_{ONSET_WINDOW_SECONDS}s"
+        else:
+            condition = queries.error_ratio_above(service, ONSET_WINDOW_SECONDS, thresholds.error_rate)
+            source = f"error_ratio_{ONSET_WINDOW_SECONDS}s"
+        earliest = alert.starts_at - timedelta(minutes=30)
         result = await bounded(
+            "prometheus",
+            self.prometheus.condition_onset(
+                condition, until=alert.starts_at, lookback=ONSET_LOOKBACK_SECONDS, step=ONSET_STEP_SECONDS
+            ),
+            seconds=self.config.query_timeout,
+        )
+        if result.value is not None and earliest <= result.value <= alert.starts_at:
+            return result.value, source
+        active = await bounded(
             "prometheus",
             self.prometheus.alert_active_since(
                 alert.name, service, at=alert.starts_at + timedelta(seconds=1)
             ),
             seconds=self.config.query_timeout,
         )
-        active_since = result.value
-        if active_since is None or not (
-            alert.starts_at - timedelta(minutes=30) <= active_since <= alert.starts_at
-        ):
-            return None
-        return active_since, "alerts_for_state"
+        if active.value is not None and earliest <= active.value <= alert.starts_at:
+            return active.value, "alerts_for_state"
+        return None
 
     # the parts
 

@@ -145,6 +145,7 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="where configs, data and logs go (default: a temp dir)"
     )
+    parser.add_argument("--no-grafana", action="store_true", help="do not start Grafana even when installed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -205,7 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_stack_arguments(up)
     add_stack_arguments(demo)
     up.set_defaults(handler=cmd_up)
-    demo.add_argument("--scenario", default="bad-deploy")
+    demo.add_argument(
+        "--scenario",
+        default="bad-deploy",
+        help="bad-deploy (default), canary, latency-deploy, traffic-spike, dependency-outage",
+    )
+    demo.add_argument(
+        "--baseline-seconds", type=float, default=60.0, help="steady traffic before the fault (default 60)"
+    )
     demo.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     demo.set_defaults(handler=cmd_demo)
     return parser

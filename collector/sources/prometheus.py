@@ -13,7 +13,7 @@ import math
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
@@ -96,6 +96,15 @@ class PrometheusQueries:
             f"/ sum({self.instances_metric}{selector})"
         )
 
+    def error_ratio_above(self, service: str, window: int, threshold: float) -> str:
+        return (
+            f"sum(rate({REQUESTS}_count{_selector(service, errors=True)}[{window}s])) "
+            f"/ sum(rate({REQUESTS}_count{_selector(service)}[{window}s])) > {threshold}"
+        )
+
+    def p95_above(self, service: str, window: int, threshold_seconds: float) -> str:
+        return f"{self.quantile(service, window, 0.95)} > {threshold_seconds}"
+
     def alert_active_since(self, alertname: str, service: str) -> str:
         """ALERTS_FOR_STATE's value is the time the alert's condition first held (its activeAt)."""
         return (
@@ -175,6 +184,40 @@ class PrometheusSource:
         if not isinstance(result, list):
             raise SourceFailed(SOURCE, f"unexpected result type for {promql!r}")
         return result
+
+    async def query_range(
+        self, promql: str, *, start: datetime, end: datetime, step: int
+    ) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                self._pool, lambda: self._client.custom_query_range(promql, start, end, f"{step}s")
+            )
+        except RequestException as exc:
+            raise SourceFailed(SOURCE, f"{type(exc).__name__}: {exc}"[:200]) from exc
+        except PrometheusApiClientException as exc:
+            raise SourceFailed(SOURCE, str(exc)[:200]) from exc
+        if not isinstance(result, list):
+            raise SourceFailed(SOURCE, f"unexpected result type for {promql!r}")
+        return result
+
+    async def condition_onset(
+        self, promql: str, *, until: datetime, lookback: int, step: int
+    ) -> datetime | None:
+        """The first evaluation of the unbroken run of samples in which `promql` (a filtering
+        condition) held, ending at `until`: when the trouble that is still going on began."""
+        result = await self.query_range(
+            promql, start=until - timedelta(seconds=lookback), end=until, step=step
+        )
+        times = sorted({float(ts) for series in result for ts, _ in series.get("values", [])})
+        if not times or until.timestamp() - times[-1] > 2 * step:
+            return None
+        first = times[-1]
+        for earlier in reversed(times[:-1]):
+            if first - earlier > step * 1.5:
+                break
+            first = earlier
+        return datetime.fromtimestamp(first, UTC)
 
     async def window(
         self, service: str, *, at: datetime, window: int, extra_quantiles: bool = False

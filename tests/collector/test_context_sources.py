@@ -177,21 +177,46 @@ async def test_log_lines_are_capped_cleaned_and_never_interpreted(fake_server: A
     assert not any(gap.startswith("logs") for gap in context.gaps)
 
 
-async def test_onset_estimate_comes_from_alerts_for_state(fake_server: Any) -> None:
+async def test_onset_estimate_is_the_start_of_the_unbroken_run_of_the_condition(fake_server: Any) -> None:
+    starts = ALERT.starts_at.timestamp()
+    onset = starts - 25
+    # An old blip, a gap, then the condition holding every 5 s from the onset up to startsAt.
+    samples = [[starts - 300, "0.5"], [starts - 295, "0.4"]]
+    samples += [[onset + 5 * n, "0.15"] for n in range(6)]
+    seen: list[str] = []
+
+    async def query_range(request: web.Request) -> web.Response:
+        seen.append(request.query["query"])
+        result = [{"metric": {}, "values": samples}]
+        return web.json_response({"status": "success", "data": {"resultType": "matrix", "result": result}})
+
+    prometheus = await fake_server([web.get("/api/v1/query_range", query_range)])
+    config = CollectorConfig(prometheus_url=prometheus, cloud_run_endpoint=closed_url())
+    async with ContextBuilder.open(config) as builder:
+        estimate = await builder.estimate_onset(ALERT)
+    assert estimate == (datetime.fromtimestamp(onset, UTC), "error_ratio_15s")
+    assert 'http_response_status_code=~"5.."' in seen[0]
+    assert "[15s]" in seen[0]
+    assert seen[0].endswith("> 0.02")
+
+
+async def test_onset_estimate_falls_back_to_alerts_for_state(fake_server: Any) -> None:
     active_since = ALERT.starts_at - timedelta(seconds=10)
 
-    async def answer(request: web.Request) -> web.Response:
+    async def empty_range(request: web.Request) -> web.Response:
+        return web.json_response({"status": "success", "data": {"resultType": "matrix", "result": []}})
+
+    async def query(request: web.Request) -> web.Response:
         assert "ALERTS_FOR_STATE" in request.query["query"]
-        sample = {
-            "metric": {"alertname": "HighErrorRate", "service": "demo-app-a"},
-            "value": [0, str(active_since.timestamp())],
-        }
+        metric = {"alertname": "HighErrorRate", "service": "demo-app-a"}
+        sample = {"metric": metric, "value": [0, str(active_since.timestamp())]}
         return web.json_response({"status": "success", "data": {"resultType": "vector", "result": [sample]}})
 
-    prometheus = await fake_server([web.get("/api/v1/query", answer)])
-    async with ContextBuilder.open(
-        CollectorConfig(prometheus_url=prometheus, cloud_run_endpoint=closed_url())
-    ) as builder:
+    prometheus = await fake_server(
+        [web.get("/api/v1/query_range", empty_range), web.get("/api/v1/query", query)]
+    )
+    config = CollectorConfig(prometheus_url=prometheus, cloud_run_endpoint=closed_url())
+    async with ContextBuilder.open(config) as builder:
         assert await builder.estimate_onset(ALERT) == (active_since, "alerts_for_state")
 
 

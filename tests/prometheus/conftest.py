@@ -13,6 +13,7 @@ from contextlib import ExitStack
 
 import pytest
 
+from remediator.stackconfig import write_alertmanager_config, write_prometheus_config
 from tests.prometheus.background import BackgroundProcess, LocalHTTPServer
 from tests.prometheus.local_stack import (
     EXPOSITION_CONTENT_TYPE,
@@ -20,8 +21,6 @@ from tests.prometheus.local_stack import (
     RunningAlertmanager,
     RunningPrometheus,
     revision_metrics,
-    write_alertmanager_config,
-    write_prometheus_config,
 )
 from tests.support.real_parts import binary_or_missing, free_port, missing_real_part
 
