@@ -75,3 +75,35 @@ class AnalyzerMetrics:
             "Analyses that raised an unexpected error (retried, then the incident fails).",
             registry=registry,
         )
+
+
+LLM_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30)
+
+
+class LlmMetrics:
+    """Model calls (Gemini): latency per request, tokens and estimated cost.
+
+    Registered by whoever composes a model-backed engine, on the same registry as the analyzer's.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.request_duration = Histogram(
+            "remediator_llm_request_duration_seconds",
+            "One model request, by model and outcome (ok, or why the answer was not used: timeout, "
+            "api_error, invalid_output, blocked, empty).",
+            ["model", "outcome"],
+            buckets=LLM_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "remediator_llm_tokens_total",
+            "Tokens billed by the model, by kind: input, output (output includes thinking tokens).",
+            ["model", "kind"],
+            registry=registry,
+        )
+        self.cost = Counter(
+            "remediator_llm_cost_usd_total",
+            "Estimated cost of model calls in US dollars, from the token counts and list prices.",
+            ["model"],
+            registry=registry,
+        )

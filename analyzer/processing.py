@@ -317,6 +317,9 @@ class IncidentProcessor:
         elif incident.fault_started_at is None:
             incident.fault_started_at = incident.alert_fired_at
             incident.fault_started_source = "alert_starts_at"
+        deployed = deploy_onset(context, result.decision, incident.fault_started_at)
+        if deployed is not None:
+            incident.fault_started_at, incident.fault_started_source = deployed
 
     async def _advance(
         self,
@@ -509,6 +512,29 @@ async def notify_actuator(session: AsyncSession, action_id: int) -> None:
             text("SELECT pg_notify(:channel, :payload)"),
             {"channel": ACTIONS_CHANNEL, "payload": str(action_id)},
         )
+
+
+# A deploy blamed for a fault more than this long before the metrics saw it is not its onset.
+DEPLOY_ONSET_HORIZON = timedelta(minutes=15)
+
+
+def deploy_onset(
+    context: IncidentContext, decision: Decision, estimated: datetime | None
+) -> tuple[datetime, str] | None:
+    """For a regression rolled back, the fault began when the failing revision went out.
+
+    The engine only blames a revision that did not serve healthily before the onset, so its errors
+    began with its first requests: its creation is a closer onset than any metric window, which lags
+    by service discovery, a scrape and the window itself.
+    """
+    if decision.action is not ActionType.ROLLBACK or estimated is None:
+        return None
+    failing = context.revision(_failing_revision(context))
+    if failing is None or failing.created_at is None:
+        return None
+    if estimated - DEPLOY_ONSET_HORIZON <= failing.created_at <= estimated:
+        return failing.created_at, "revision_created"
+    return None
 
 
 def _failing_revision(context: IncidentContext) -> str | None:

@@ -204,8 +204,9 @@ class PrometheusSource:
     async def condition_onset(
         self, promql: str, *, until: datetime, lookback: int, step: int
     ) -> datetime | None:
-        """The first evaluation of the unbroken run of samples in which `promql` (a filtering
-        condition) held, ending at `until`: when the trouble that is still going on began."""
+        """The first evaluation of the run of samples in which `promql` (a filtering condition) held,
+        ending at `until`: when the trouble that is still going on began. One missed evaluation does
+        not break the run: a noisy ratio dips under its threshold now and then."""
         result = await self.query_range(
             promql, start=until - timedelta(seconds=lookback), end=until, step=step
         )
@@ -214,7 +215,7 @@ class PrometheusSource:
             return None
         first = times[-1]
         for earlier in reversed(times[:-1]):
-            if first - earlier > step * 1.5:
+            if first - earlier > step * 2.5:
                 break
             first = earlier
         return datetime.fromtimestamp(first, UTC)
