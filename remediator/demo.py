@@ -33,10 +33,20 @@ from google.cloud import run_v2
 
 from collector import short_name
 from remediator.processes import StackError
-from remediator.stack import DemoProfile, LocalStack, StackOptions
+from remediator.stack import DemoProfile, DemoService, LocalStack, StackOptions
 
 FINAL = {"resolved", "escalated", "failed", "closed", "awaiting_approval", "suppressed"}
 FOLLOW_TIMEOUT = 300.0
+
+
+@dataclass(frozen=True)
+class DemoTarget:
+    """One demo service under load: what a scenario injects into and follows."""
+
+    stack: LocalStack
+    service: DemoService
+    loadgen_url: str
+    rate: float
 
 
 @dataclass
@@ -51,7 +61,7 @@ class DemoScenario:
     name: str
     expected_action: str
     summary: str
-    inject: Callable[[LocalStack, aiohttp.ClientSession], Awaitable[Injection]]
+    inject: Callable[[DemoTarget, aiohttp.ClientSession], Awaitable[Injection]]
     profile: DemoProfile = field(default_factory=DemoProfile)
 
 
@@ -60,12 +70,11 @@ def _now() -> datetime:
 
 
 async def _deploy_bad(
-    stack: LocalStack, env: dict[str, str], *, canary_percent: int | None = None
+    target: DemoTarget, env: dict[str, str], *, canary_percent: int | None = None
 ) -> Injection:
-    assert stack.service is not None
     traffic = None
     if canary_percent is not None:
-        stable = stack.service.revisions[0]
+        stable = target.service.revisions[0]
         traffic = [
             run_v2.TrafficTarget(
                 type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
@@ -78,7 +87,7 @@ async def _deploy_bad(
             ),
         ]
     started = _now()
-    revision = await stack.deploy(stack.service.name, env, traffic=traffic)
+    revision = await target.stack.deploy(target.service.name, env, traffic=traffic)
     # The fault reaches users when the new revision takes traffic: when the deploy finished.
     onset = _now()
     share = f"{canary_percent}% of traffic" if canary_percent is not None else "all traffic"
@@ -86,29 +95,28 @@ async def _deploy_bad(
     return Injection(onset=onset, detail=detail, new_revision=revision)
 
 
-async def _bad_deploy(stack: LocalStack, http: aiohttp.ClientSession) -> Injection:
-    return await _deploy_bad(stack, {"DEMO_ERROR_RATE": "15"})
+async def _bad_deploy(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:
+    return await _deploy_bad(target, {"DEMO_ERROR_RATE": "15"})
 
 
-async def _canary(stack: LocalStack, http: aiohttp.ClientSession) -> Injection:
-    return await _deploy_bad(stack, {"DEMO_ERROR_RATE": "40"}, canary_percent=10)
+async def _canary(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:
+    return await _deploy_bad(target, {"DEMO_ERROR_RATE": "40"}, canary_percent=10)
 
 
-async def _latency_deploy(stack: LocalStack, http: aiohttp.ClientSession) -> Injection:
-    return await _deploy_bad(stack, {"DEMO_LATENCY_MS": "1500"})
+async def _latency_deploy(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:
+    return await _deploy_bad(target, {"DEMO_LATENCY_MS": "1500"})
 
 
-async def _traffic_spike(stack: LocalStack, http: aiohttp.ClientSession) -> Injection:
-    rate = stack.options.rate * 3
-    async with http.put(f"{stack.loadgen_url}/rate", json={"rate": rate}) as response:
+async def _traffic_spike(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:
+    rate = target.rate * 3
+    async with http.put(f"{target.loadgen_url}/rate", json={"rate": rate}) as response:
         response.raise_for_status()
-    return Injection(onset=_now(), detail=f"load raised from {stack.options.rate:g} to {rate:g} req/s")
+    return Injection(onset=_now(), detail=f"load raised from {target.rate:g} to {rate:g} req/s")
 
 
-async def _dependency_outage(stack: LocalStack, http: aiohttp.ClientSession) -> Injection:
-    assert stack.service is not None
-    serving = stack.service.revisions[0]
-    async with http.get(f"{stack.emulator_url}/sd/targets") as response:
+async def _dependency_outage(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:
+    serving = target.service.revisions[0]
+    async with http.get(f"{target.stack.emulator_url}/sd/targets") as response:
         groups = await response.json()
     target = next(g["targets"][0] for g in groups if g["labels"].get("revision") == serving)
     url = f"http://{target}/fault/enable?type=5xx&error_rate=20"
@@ -188,6 +196,7 @@ class Outcome:
     traffic_before: dict[str, int]
     traffic_after: dict[str, int]
     alert_firing_at: datetime | None
+    previous_revision: str
 
     @property
     def action(self) -> str | None:
@@ -216,16 +225,17 @@ class Outcome:
     def verified(self) -> bool:
         return (self.incident or {}).get("status") == "resolved"
 
-    def expected_happened(self, previous_revision: str | None) -> bool:
+    @property
+    def as_expected(self) -> bool:
+        """The expected action happened and did what it should (or, for INVESTIGATE, changed nothing)."""
         if self.action != self.expected_action:
             return False
         if self.expected_action == "INVESTIGATE":
             return self.traffic_after == self.traffic_before
         if self.expected_action == "ROLLBACK":
+            previous = self.previous_revision
             return (
-                self.verified
-                and self.target_revision == previous_revision
-                and self.traffic_after == {previous_revision: 100}
+                self.verified and self.target_revision == previous and self.traffic_after == {previous: 100}
             )
         return self.verified
 
@@ -253,6 +263,7 @@ class Outcome:
             "estimated_onset_source": (incident.get("timestamps") or {}).get("fault_started_source"),
             "remediator_mttr_seconds": (incident.get("mttr") or {}).get("seconds"),
             "status": incident.get("status"),
+            "as_expected": self.as_expected,
         }
 
 
@@ -260,11 +271,11 @@ def _seconds_between(start: datetime | None, end: datetime | None) -> float | No
     return round((end - start).total_seconds(), 3) if start and end else None
 
 
-async def _traffic(stack: LocalStack) -> dict[str, int]:
-    assert stack.clients is not None
-    assert stack.service is not None
+async def _traffic(target: DemoTarget) -> dict[str, int]:
+    clients = target.stack.clients
+    assert clients is not None
     service = await asyncio.to_thread(
-        stack.clients.services.get_service, name=stack.clients.service_name(stack.service.name)
+        clients.services.get_service, name=clients.service_name(target.service.name)
     )
     shares: dict[str, int] = {}
     for status in service.traffic_statuses:
@@ -284,33 +295,27 @@ async def _prometheus_scalar(http: aiohttp.ClientSession, url: str, promql: str)
 
 
 async def establish_baseline(
-    stack: LocalStack, http: aiohttp.ClientSession, seconds: float, timeline: Timeline
+    target: DemoTarget, http: aiohttp.ClientSession, seconds: float, timeline: Timeline
 ) -> None:
     """Steady traffic for `seconds`, seen by Prometheus, before anything is injected."""
-    assert stack.service is not None
-    selector = f'{{service="{stack.service.name}"}}'
+    prometheus = target.stack.prometheus_url
+    requests = "http_server_request_duration_seconds"
+    selector = f'{{service="{target.service.name}"}}'
+    failed = f'{{service="{target.service.name}",http_response_status_code=~"5.."}}'
     deadline = time.monotonic() + seconds
     rate = None
     while time.monotonic() < deadline or rate is None:
-        rate = await _prometheus_scalar(
-            http,
-            stack.prometheus_url,
-            f"sum(rate(http_server_request_duration_seconds_count{selector}[30s]))",
-        )
+        rate = await _prometheus_scalar(http, prometheus, f"sum(rate({requests}_count{selector}[30s]))")
         left = max(0.0, deadline - time.monotonic())
         timeline.status(f"baseline: {rate or 0:.1f} req/s seen by Prometheus, {left:.0f}s to go")
         await asyncio.sleep(1.0)
-    requests = "http_server_request_duration_seconds"
-    failed = f'{{service="{stack.service.name}",http_response_status_code=~"5.."}}'
     errors = await _prometheus_scalar(
         http,
-        stack.prometheus_url,
+        prometheus,
         f"sum(rate({requests}_count{failed}[1m])) / sum(rate({requests}_count{selector}[1m]))",
     )
     p95 = await _prometheus_scalar(
-        http,
-        stack.prometheus_url,
-        f"histogram_quantile(0.95, sum by (le) (rate({requests}_bucket{selector}[1m])))",
+        http, prometheus, f"histogram_quantile(0.95, sum by (le) (rate({requests}_bucket{selector}[1m])))"
     )
     timeline.done()
     timeline.line(
@@ -345,12 +350,15 @@ def _describe_event(event: dict[str, Any], incident: dict[str, Any]) -> str | No
     return None
 
 
+def _time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 async def follow(
-    stack: LocalStack, http: aiohttp.ClientSession, injection: Injection, timeline: Timeline
+    target: DemoTarget, http: aiohttp.ClientSession, injection: Injection, timeline: Timeline
 ) -> tuple[dict[str, Any] | None, datetime | None]:
     """Print each step of the incident as it happens; return the final incident and the alert time."""
-    assert stack.service is not None
-    service = stack.service.name
+    stack, service = target.stack, target.service.name
     shown = 0
     alert_at: datetime | None = None
     incident_id: int | None = None
@@ -363,20 +371,16 @@ async def follow(
             firing = [a for a in alerts if a["labels"].get("service") == service and a["state"] == "firing"]
             if firing:
                 alert_at = _now()
-                names = ", ".join(sorted({a["labels"]["alertname"] for a in firing}))
-                timeline.line(f"alert firing: {names}")
+                timeline.line(
+                    f"alert firing: {', '.join(sorted({a['labels']['alertname'] for a in firing}))}"
+                )
         if incident_id is None:
             async with http.get(
                 f"{stack.remediator_url}/api/v1/incidents", params={"service": service}
             ) as response:
                 listing = (await response.json())["incidents"]
-            fresh = [
-                i
-                for i in listing
-                if datetime.fromisoformat(i["detected_at"].replace("Z", "+00:00")) >= injection.onset
-            ]
-            if fresh:
-                incident_id = min(i["id"] for i in fresh)
+            fresh = [i["id"] for i in listing if _time(i["detected_at"]) >= injection.onset]
+            incident_id = min(fresh) if fresh else None
         if incident_id is not None:
             async with http.get(f"{stack.remediator_url}/api/v1/incidents/{incident_id}") as response:
                 detail = await response.json()
@@ -397,18 +401,17 @@ async def follow(
 
 
 async def run_scenario(
-    stack: LocalStack, scenario: DemoScenario, *, baseline_seconds: float, timeline: Timeline
+    target: DemoTarget, scenario: DemoScenario, *, baseline_seconds: float, timeline: Timeline
 ) -> Outcome:
     """Baseline, inject, follow: the part of the demo that needs a running stack."""
-    assert stack.service is not None
     async with aiohttp.ClientSession() as http:
-        await establish_baseline(stack, http, baseline_seconds, timeline)
-        before = await _traffic(stack)
-        injection = await scenario.inject(stack, http)
+        await establish_baseline(target, http, baseline_seconds, timeline)
+        before = await _traffic(target)
+        injection = await scenario.inject(target, http)
         timeline.origin = time.monotonic() - (_now() - injection.onset).total_seconds()
         timeline.line(f"fault injected: {injection.detail}")
-        incident, alert_at = await follow(stack, http, injection, timeline)
-        after = await _traffic(stack)
+        incident, alert_at = await follow(target, http, injection, timeline)
+        after = await _traffic(target)
     timeline.done()
     return Outcome(
         scenario=scenario.name,
@@ -418,10 +421,11 @@ async def run_scenario(
         traffic_before=before,
         traffic_after=after,
         alert_firing_at=alert_at,
+        previous_revision=target.service.revisions[0],
     )
 
 
-def print_summary(outcome: Outcome, ok: bool) -> None:
+def print_summary(outcome: Outcome) -> None:
     s = outcome.summary()
 
     def secs(value: float | None) -> str:
@@ -446,7 +450,7 @@ def print_summary(outcome: Outcome, ok: bool) -> None:
             f"onset: true {s['true_onset']}, estimated by Remediator {s['estimated_onset']} "
             f"({s['estimated_onset_source']}); Remediator's own MTTR {secs(s['remediator_mttr_seconds'])}"
         )
-    print("outcome: as expected" if ok else "outcome: NOT as expected")
+    print("outcome: as expected" if outcome.as_expected else "outcome: NOT as expected")
 
 
 async def _demo(args: argparse.Namespace) -> int:
@@ -462,23 +466,22 @@ async def _demo(args: argparse.Namespace) -> int:
         for line in stack.describe():
             timeline.line(line)
         assert stack.service is not None
-        previous = stack.service.revisions[0]
-        outcome = await run_scenario(
-            stack, scenario, baseline_seconds=args.baseline_seconds, timeline=timeline
+        target = DemoTarget(
+            stack=stack, service=stack.service, loadgen_url=stack.loadgen_url, rate=options.rate
         )
-    ok = outcome.expected_happened(previous)
-    print_summary(outcome, ok)
+        outcome = await run_scenario(
+            target, scenario, baseline_seconds=args.baseline_seconds, timeline=timeline
+        )
+    print_summary(outcome)
     if args.json:
         print(json.dumps(outcome.summary()))
-    return 0 if ok else 1
+    return 0 if outcome.as_expected else 1
 
 
 def run_demo(args: argparse.Namespace) -> int:
     if args.scenario not in SCENARIOS:
-        print(
-            f"remediator: error: unknown scenario {args.scenario!r}; one of {', '.join(SCENARIOS)}",
-            file=sys.stderr,
-        )
+        known = ", ".join(SCENARIOS)
+        print(f"remediator: error: unknown scenario {args.scenario!r}; one of {known}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_demo(args))

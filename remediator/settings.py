@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from actuator.config import ActuatorConfig, GrafanaConfig, RetryConfig, VerifyConfig
 from analyzer.app import DEFAULT_MAX_BODY_BYTES, AnalyzerConfig
+from analyzer.engines.gemini import DEFAULT_MODEL, DEFAULT_TIMEOUT_SECONDS, GeminiConfig, TokenPrice
 from analyzer.policy import PolicyConfig, PolicyMode
 from analyzer.processing import ProcessingConfig
 from collector.config import CollectorConfig, HealthThresholds
@@ -21,6 +22,10 @@ from incidents.db import StoreConfig
 from incidents.secrets import read_secret
 
 ENGINES = ("rules", "gemini", "hybrid")
+GEMINI_CREDENTIALS_HINT = (
+    "set GOOGLE_API_KEY (or GEMINI_API_KEY), or GOOGLE_GENAI_USE_VERTEXAI=true with GOOGLE_CLOUD_PROJECT "
+    "(and GOOGLE_CLOUD_LOCATION) for application default credentials"
+)
 
 
 class SettingsError(RemediatorError):
@@ -78,13 +83,64 @@ class _Env:
         return values
 
 
+def gemini_config_from_env(environ: Mapping[str, str]) -> GeminiConfig | None:
+    """Gemini's settings, or None when no credentials are configured.
+
+    The SDK's own variables decide the mode: GOOGLE_GENAI_USE_VERTEXAI=true selects Vertex AI (with
+    GOOGLE_CLOUD_PROJECT and GOOGLE_CLOUD_LOCATION, default `global`, and application default
+    credentials; or with an API key alone, Vertex AI express mode); otherwise GOOGLE_API_KEY (preferred)
+    or GEMINI_API_KEY selects the Gemini API. GOOGLE_CLOUD_PROJECT alone does not: it also names the
+    Cloud Run project.
+    """
+    env = _Env(environ)
+    try:
+        api_key = read_secret(environ, "GOOGLE_API_KEY") or read_secret(environ, "GEMINI_API_KEY")
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    # The SDK's rule: "true" or "1", any case.
+    vertexai = (env.raw("GOOGLE_GENAI_USE_VERTEXAI") or "").lower() in ("true", "1")
+    project = env.raw("GOOGLE_CLOUD_PROJECT") if vertexai else None
+    if not (project or api_key):
+        return None
+    base_url = env.raw("GEMINI_BASE_URL")
+    if base_url is not None and not base_url.startswith(("http://", "https://")):
+        raise SettingsError(f"GEMINI_BASE_URL must be an http:// or https:// URL, got {base_url!r}")
+    input_price = env.raw("GEMINI_INPUT_USD_PER_MTOK")
+    output_price = env.raw("GEMINI_OUTPUT_USD_PER_MTOK")
+    if (input_price is None) != (output_price is None):
+        raise SettingsError("set both GEMINI_INPUT_USD_PER_MTOK and GEMINI_OUTPUT_USD_PER_MTOK, or neither")
+    price = None
+    if input_price is not None:
+        price = TokenPrice(
+            input_usd_per_mtok=env.number("GEMINI_INPUT_USD_PER_MTOK", 0.0, high=1000),
+            output_usd_per_mtok=env.number("GEMINI_OUTPUT_USD_PER_MTOK", 0.0, high=1000),
+            as_of="configured",
+        )
+    thinking = env.raw("GEMINI_THINKING_BUDGET")
+    return GeminiConfig(
+        model=env.text("GEMINI_MODEL", DEFAULT_MODEL),
+        vertexai=vertexai,
+        project=project,
+        location=env.text("GOOGLE_CLOUD_LOCATION", "global") if vertexai else None,
+        api_key=api_key,
+        base_url=base_url,
+        timeout=env.number("GEMINI_TIMEOUT_SECONDS", DEFAULT_TIMEOUT_SECONDS, low=0.5, high=300),
+        thinking_budget=(
+            env.integer("GEMINI_THINKING_BUDGET", 0, low=-1, high=32768) if thinking is not None else None
+        ),
+        price=price,
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     analyzer: AnalyzerConfig
     actuator: ActuatorConfig
+    # rules, gemini or hybrid. Unset: hybrid when Gemini is configured, rules otherwise.
     engine: str
     log_level: str
     log_json: bool
+    gemini: GeminiConfig | None = None
 
     @property
     def store(self) -> StoreConfig:
@@ -162,10 +218,17 @@ class Settings:
             ),
             grafana=GrafanaConfig(url=grafana_url, token=grafana_token) if grafana_url else None,
         )
+        gemini = gemini_config_from_env(environ)
+        engine = env.choice("REMEDIATOR_ENGINE", "hybrid" if gemini is not None else "rules", ENGINES)
+        if engine != "rules" and gemini is None:
+            raise SettingsError(
+                f"REMEDIATOR_ENGINE={engine} needs Gemini credentials: {GEMINI_CREDENTIALS_HINT}"
+            )
         return cls(
             analyzer=analyzer,
             actuator=actuator,
-            engine=env.choice("REMEDIATOR_ENGINE", "rules", ENGINES),
+            engine=engine,
+            gemini=gemini,
             log_level=env.choice("REMEDIATOR_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
             log_json=env.choice("REMEDIATOR_LOG_FORMAT", "json", ("json", "text")) == "json",
         )
