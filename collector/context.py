@@ -135,7 +135,7 @@ class ContextBuilder:
             ),
         )
         gaps = _unique(r.gap for r in (current, baseline, capacity, state, logs, last_served) if r.gap)
-        histories = await self._histories(service, state, current, last_served, gaps)
+        histories = await self._histories(service, state, last_served, gaps)
         return IncidentContext(
             observed_at=now,
             service=ServiceRef(name=service, project=config.project, region=config.region),
@@ -204,20 +204,18 @@ class ContextBuilder:
         self,
         service: str,
         state: SourceResult[ServiceState],
-        current: SourceResult[WindowFigures],
         last_served: SourceResult[dict[str, datetime]],
         gaps: list[str],
     ) -> dict[str, RevisionHistory]:
         """For revisions not serving now: their figures over the window before they last served."""
-        if state.value is None or last_served.value is None or current.value is None:
+        if state.value is None or last_served.value is None:
             return {}
-        serving_now = {
-            name for name, figures in current.value.by_revision.items() if (figures.request_rate_rps or 0) > 0
-        }
+        # By traffic share, not by recent requests: a revision that lost its traffic seconds ago
+        # still shows requests in the window, yet its record is what it did while it served.
         wanted = [
             (revision.name, last_served.value[revision.name])
             for revision in state.value.revisions
-            if revision.name not in serving_now and revision.name in last_served.value
+            if revision.traffic_percent == 0 and revision.name in last_served.value
         ][:MAX_HISTORY_REVISIONS]
         results = await asyncio.gather(
             *(

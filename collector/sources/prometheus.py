@@ -63,6 +63,14 @@ class PrometheusQueries:
     def errors_by_revision(self, service: str, window: int) -> str:
         return f"sum by (revision) (rate({REQUESTS}_count{_selector(service, errors=True)}[{window}s]))"
 
+    def served_by_revision(self, service: str, window: int, *, errors: bool = False) -> str:
+        """Requests each revision answered in the window, counted exactly from the counters: a
+        revision younger than the window (a fresh deploy) keeps the requests it served before its
+        first scrape, which rate() cannot see."""
+        now = f"sum by (revision) ({REQUESTS}_count{_selector(service, errors=errors)})"
+        before = f"sum by (revision) ({REQUESTS}_count{_selector(service, errors=errors)} offset {window}s)"
+        return f"{now} - ({before} or {now} * 0)"
+
     def quantile_by_revision(self, service: str, window: int, quantile: float) -> str:
         return (
             f"histogram_quantile({quantile}, sum by (revision, le) "
@@ -230,6 +238,8 @@ class PrometheusSource:
             self.query(q.errors_by_revision(service, window), at=at),
             self.query(q.quantile_by_revision(service, window, 0.95), at=at),
             self.query(q.quantile(service, window, 0.95), at=at),
+            self.query(q.served_by_revision(service, window), at=at),
+            self.query(q.served_by_revision(service, window, errors=True), at=at),
         ]
         if extra_quantiles:
             calls += [
@@ -238,6 +248,16 @@ class PrometheusSource:
             ]
         results = await asyncio.gather(*calls)
         rates, errors, p95s = (_by_label(r, "revision") for r in results[:3])
+        served, served_errors = _by_label(results[4], "revision"), _by_label(results[5], "revision")
+        # Exact counts where the counters allow (no reset in the window), else rate()'s estimate.
+        for revision in set(rates) | set(served):
+            count = served.get(revision)
+            if count is not None and count >= 0 and count / window >= (rates.get(revision) or 0.0):
+                rates[revision] = count / window
+                failed = served_errors.get(revision)
+                errors[revision] = (
+                    failed / window if failed is not None and failed >= 0 else errors.get(revision)
+                )
         by_revision = {
             revision: Figures(
                 request_rate_rps=round(rate, 4) if rate is not None else None,
@@ -256,8 +276,8 @@ class PrometheusSource:
         return WindowFigures(
             service=service_figures,
             by_revision=by_revision,
-            latency_p50_ms=_ms(_scalar(results[4])) if extra_quantiles and total else None,
-            latency_p99_ms=_ms(_scalar(results[5])) if extra_quantiles and total else None,
+            latency_p50_ms=_ms(_scalar(results[6])) if extra_quantiles and total else None,
+            latency_p99_ms=_ms(_scalar(results[7])) if extra_quantiles and total else None,
         )
 
     async def revision_window(self, service: str, revision: str, *, at: datetime, window: int) -> Figures:
