@@ -21,6 +21,7 @@ from analyzer.middlewares import access_log_middleware, error_middleware
 from analyzer.policy import PolicyConfig, PolicyGuard
 from analyzer.processing import ContextSource, IncidentProcessor, ProcessingConfig
 from analyzer.routes import routes
+from analyzer.webhook import RecentNotifications
 from collector.config import CollectorConfig
 from incidents.db import Store, StoreConfig
 from incidents.migrate import upgrade
@@ -97,6 +98,7 @@ def create_app(
                 finally:
                     await processor.stop()
 
+    app[keys.RECENT_NOTIFICATIONS] = RecentNotifications()
     app[keys.EXPLAINER] = explainer if explainer is not None else EvidenceExplainer()
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(processor_ctx)

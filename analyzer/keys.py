@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from analyzer.explain import Explainer
     from analyzer.metrics import AnalyzerMetrics
     from analyzer.processing import IncidentProcessor
+    from analyzer.webhook import RecentNotifications
 
 CONFIG: web.AppKey[AnalyzerConfig] = web.AppKey("config")
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
@@ -21,3 +22,4 @@ REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("registry", CollectorRegist
 METRICS: web.AppKey[AnalyzerMetrics] = web.AppKey("metrics")
 PROCESSOR: web.AppKey[IncidentProcessor] = web.AppKey("processor")
 EXPLAINER: web.AppKey[Explainer] = web.AppKey("explainer")
+RECENT_NOTIFICATIONS: web.AppKey[RecentNotifications] = web.AppKey("recent_notifications")

@@ -56,7 +56,7 @@ async def receive_alerts(request: web.Request) -> web.Response:
     try:
         _require_bearer(request, app[keys.CONFIG].webhook_token, what="the webhook")
         payload = parse_payload(await request.read())
-        result = await ingest(app[keys.STORE], payload, now=utcnow())
+        result = await ingest(app[keys.STORE], payload, now=utcnow(), recent=app[keys.RECENT_NOTIFICATIONS])
     except Exception as exc:
         code = exc.status if isinstance(exc, web.HTTPException) else status_for(exc)
         metrics.webhook_requests.labels(str(code)).inc()

@@ -7,7 +7,7 @@ Everything a payload changes is written in one transaction before the webhook an
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -106,6 +106,34 @@ def parse_payload(body: bytes) -> WebhookPayload:
         raise PayloadInvalid(f"{location}: {error['msg']}", field=location) from None
 
 
+class RecentNotifications:
+    """Notifications already durably recorded, so an exact repeat is answered without the database.
+
+    Alertmanager repeats every group on each group interval, and an HA pair doubles that: in a storm
+    most deliveries are repeats. The key is (fingerprint, startsAt, status): a repeat of a recorded
+    notification changes nothing, so answering it from memory is the same answer, sooner. Bounded,
+    oldest forgotten first; each analyzer process has its own (a miss only costs a database read).
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[tuple[str, datetime, str], None] = OrderedDict()
+
+    @staticmethod
+    def key(alert: WebhookAlert) -> tuple[str, datetime, str]:
+        return (alert.fingerprint, alert.starts_at, alert.status)
+
+    def __contains__(self, alert: WebhookAlert) -> bool:
+        return self.key(alert) in self._seen
+
+    def remember(self, alerts: list[WebhookAlert]) -> None:
+        for alert in alerts:
+            self._seen[self.key(alert)] = None
+            self._seen.move_to_end(self.key(alert))
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
+
 @dataclass
 class IngestResult:
     received: int = 0
@@ -130,13 +158,17 @@ class IngestResult:
         }
 
 
-async def ingest(store: Store, payload: WebhookPayload, *, now: datetime) -> IngestResult:
+async def ingest(
+    store: Store, payload: WebhookPayload, *, now: datetime, recent: RecentNotifications | None = None
+) -> IngestResult:
     """Record every alert of the payload in one transaction."""
     result = IngestResult(received=len(payload.alerts))
     by_service: dict[str, list[WebhookAlert]] = defaultdict(list)
     for alert in payload.alerts:
         if alert.service is None:
             result.ignored += 1  # Remediator only acts on alerts that name a service
+        elif recent is not None and alert in recent:
+            result.duplicate += 1
         else:
             by_service[alert.service].append(alert)
     if not by_service:
@@ -151,6 +183,8 @@ async def ingest(store: Store, payload: WebhookPayload, *, now: datetime) -> Ing
                 await _record_firing(incidents, service, alert, now=now, result=result)
             for alert in (a for a in alerts if a.status == "resolved"):
                 await _record_resolved(incidents, actions, alert, now=now, result=result)
+    if recent is not None:  # only once committed: a failed transaction recorded nothing
+        recent.remember([alert for alerts in by_service.values() for alert in alerts])
     return result
 
 

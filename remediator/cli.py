@@ -103,9 +103,13 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from analyzer.exceptions import PayloadInvalid
     from remediator.evaluate import run_evaluation
 
-    return run_evaluation(args)
+    try:
+        return run_evaluation(args)
+    except PayloadInvalid as exc:
+        raise UsageError(exc.message) from None
 
 
 def cmd_manual(args: argparse.Namespace) -> int:

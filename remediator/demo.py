@@ -69,7 +69,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def _deploy_bad(
+async def deploy_bad_revision(
     target: DemoTarget, env: dict[str, str], *, canary_percent: int | None = None
 ) -> Injection:
     traffic = None
@@ -96,15 +96,15 @@ async def _deploy_bad(
 
 
 async def _bad_deploy(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:
-    return await _deploy_bad(target, {"DEMO_ERROR_RATE": "15"})
+    return await deploy_bad_revision(target, {"DEMO_ERROR_RATE": "15"})
 
 
 async def _canary(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:
-    return await _deploy_bad(target, {"DEMO_ERROR_RATE": "40"}, canary_percent=10)
+    return await deploy_bad_revision(target, {"DEMO_ERROR_RATE": "40"}, canary_percent=10)
 
 
 async def _latency_deploy(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:
-    return await _deploy_bad(target, {"DEMO_LATENCY_MS": "1500"})
+    return await deploy_bad_revision(target, {"DEMO_LATENCY_MS": "1500"})
 
 
 async def _traffic_spike(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:

@@ -17,7 +17,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from analyzer.engines.base import DecisionEngine
-from analyzer.engines.gemini import GeminiConfig, GeminiEngine, GenAIClient
+from analyzer.engines.gemini import (
+    DEFAULT_MODEL,
+    DEFAULT_TIMEOUT_SECONDS,
+    GeminiConfig,
+    GeminiEngine,
+    GenAIClient,
+)
 from analyzer.engines.genai_client import open_genai_client
 from analyzer.engines.hybrid import HybridEngine
 from analyzer.engines.recording import RecordingClient, ReplayClient
@@ -38,9 +44,15 @@ def _check_arguments(args: argparse.Namespace) -> None:
 @asynccontextmanager
 async def _model_client(args: argparse.Namespace) -> AsyncIterator[tuple[GeminiConfig, GenAIClient]]:
     if args.replay:
-        # Offline: no credentials needed. GEMINI_MODEL, when set, names the model the cost is priced for.
-        model = os.environ.get("GEMINI_MODEL", "").strip()
-        yield (GeminiConfig(model=model) if model else GeminiConfig()), ReplayClient(Path(args.replay))
+        # Offline, with no credentials: the model and timeout are the recorded run's.
+        replay = ReplayClient(Path(args.replay))
+        model, timeout = replay.recorded_run()
+        offline = GeminiConfig(
+            model=model or DEFAULT_MODEL,
+            timeout=timeout or DEFAULT_TIMEOUT_SECONDS,
+            retry_delay=0.0,  # nobody to give a breather to
+        )
+        yield offline, replay
         return
     config = gemini_config_from_env(os.environ)
     if config is None:

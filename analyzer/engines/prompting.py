@@ -47,12 +47,16 @@ LOGS_CLOSE: Final = "</log_lines>"
 
 MAX_LOG_LINES: Final = 10
 MAX_LOG_CHARS: Final = 200
-MAX_ANNOTATIONS: Final = 4
+MAX_ANNOTATIONS: Final = 3
 MAX_ANNOTATION_CHARS: Final = 200
-MAX_REVISION_ROWS: Final = 10
+MAX_REVISION_ROWS: Final = 8
 MAX_CANDIDATES: Final = 5
 MAX_RECENT_ACTIONS: Final = 5
-MAX_GAPS: Final = 8
+MAX_GAPS: Final = 5
+MAX_GAP_CHARS: Final = 100
+# The decision prompt's own bound; log lines give way first when the evidence is larger. With the
+# system instruction and the response schema, a request stays under 4,000 input tokens.
+MAX_PROMPT_CHARS: Final = 5400
 MAX_NAME_CHARS: Final = 100
 # A conservative bound on tokens per character for English text, JSON and names: Gemini's
 # tokenizer averages about four characters a token on such text, so three never underestimates much.
@@ -61,7 +65,7 @@ CHARS_PER_TOKEN: Final = 3
 # Unicode categories dropped from untrusted text: controls, format characters (bidirectional
 # overrides and isolates, zero-width characters), surrogates, private use and unassigned.
 _DROPPED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
-_NAME_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._:/@-]")
+_NAME_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._:@-]")
 
 
 @cache
@@ -78,7 +82,8 @@ def estimate_tokens(text: str) -> int:
 def clean_text(text: str, limit: int) -> str:
     """One line of printable text, at most `limit` characters (an ellipsis marks a cut)."""
     kept = []
-    for char in text:
+    # A huge log message is cut before it is cleaned; the slack covers what cleaning removes.
+    for char in text[: limit * 8]:
         if char in "\t\n\r\v\f\x85\u2028\u2029":
             kept.append(" ")
         elif unicodedata.category(char) not in _DROPPED_CATEGORIES:
@@ -108,9 +113,7 @@ def failing_revision(context: IncidentContext) -> Revision | None:
     return next((r for r in context.revisions if r.traffic_percent > 0), None)
 
 
-def rollback_candidates(
-    context: IncidentContext, *, flap_window: timedelta = PolicyConfig().flap_window
-) -> list[Revision]:
+def rollback_candidates(context: IncidentContext, *, flap_window: timedelta | None = None) -> list[Revision]:
     """Revisions older than the failing one that the policy guard accepts as a rollback target, and
     that no recent rollback moved traffic away from. Newest first."""
     failing = failing_revision(context)
@@ -119,17 +122,13 @@ def rollback_candidates(
         for action in context.recent_actions
         if action.action == ActionType.ROLLBACK and action.from_revision
     }
+    # Revisions are newest first: only those listed after the failing one can be older.
+    start = next((i + 1 for i, r in enumerate(context.revisions) if r is failing), 0)
     candidates = []
-    for position, revision in enumerate(context.revisions):
-        if failing is not None:
-            if revision is failing or position < context.revisions.index(failing):
-                continue
-            if (
-                failing.created_at is not None
-                and revision.created_at is not None
-                and revision.created_at >= failing.created_at
-            ):
-                continue
+    for revision in context.revisions[start:]:
+        created, failing_created = revision.created_at, failing.created_at if failing else None
+        if created is not None and failing_created is not None and created >= failing_created:
+            continue
         if revision.name in left_behind:
             continue
         problem = rollback_target_problem(
@@ -137,17 +136,18 @@ def rollback_candidates(
             context,
             context.recent_actions,
             now=context.observed_at,
-            flap_window=flap_window,
+            flap_window=flap_window if flap_window is not None else PolicyConfig().flap_window,
         )
         if problem is None:
             candidates.append(revision)
     return candidates
 
 
-def scale_limit(context: IncidentContext, *, factor: float = RulesConfig().scale_factor) -> int | None:
-    """The highest max_instances a single scale-up may ask for (the policy caps the step the same way)."""
+def scale_limit(context: IncidentContext) -> int | None:
+    """The highest max_instances one scale-up may ask for: the rules engine's step, which the policy
+    also caps."""
     current = context.scaling.max_instances
-    return math.floor(current * factor) if current else None
+    return math.floor(current * RulesConfig().scale_factor) if current else None
 
 
 # figures
@@ -199,21 +199,28 @@ def _time(value: Any) -> str:
 # the decision prompt
 
 
-def render_decision_prompt(context: IncidentContext) -> str:
-    """The user turn of a decision request: the context as one data section."""
-    lines = [
-        "Decide on the incident in the data section. Answer with one JSON object that follows the "
-        "response schema.",
-        "",
-        DATA_OPEN,
-        *_incident_lines(context),
-        DATA_CLOSE,
-    ]
-    return "\n".join(lines)
+def render_decision_prompt(context: IncidentContext, *, max_chars: int = MAX_PROMPT_CHARS) -> str:
+    """The user turn of a decision request: the context as one data section, at most `max_chars`
+    long where dropping log lines (the oldest first) can make it so."""
+    prompt = ""
+    for log_lines in range(MAX_LOG_LINES, -1, -1):
+        lines = [
+            "Decide on the incident in the data section. Answer with one JSON object that follows the "
+            "response schema.",
+            "",
+            DATA_OPEN,
+            *_incident_lines(context, log_lines),
+            DATA_CLOSE,
+        ]
+        prompt = "\n".join(lines)
+        if len(prompt) <= max_chars:
+            break
+    return prompt
 
 
-def _incident_lines(context: IncidentContext) -> list[str]:
-    alert, metrics, th = context.alert, context.metrics, context.thresholds
+def _incident_lines(context: IncidentContext, log_lines: int) -> list[str]:
+    alert, th = context.alert, context.thresholds
+    candidates = rollback_candidates(context)
     service = context.service
     since = _duration(context.observed_at - alert.starts_at)
     status = alert.status if alert.status == "firing" else f"resolved at {_time(alert.ends_at)}"
@@ -228,22 +235,22 @@ def _incident_lines(context: IncidentContext) -> list[str]:
         "",
         *_service_lines(context),
         "",
-        *_revision_lines(context),
+        *_revision_lines(context, candidates),
         "",
-        *_scaling_lines(context),
+        *_scaling_lines(context, candidates),
         "",
         "recent actions (newest first):",
         *_recent_action_lines(context),
         "missing evidence (the collector could not get it; missing is not healthy):",
         *(
-            [f"- {clean_text(gap, 120)}" for gap in context.gaps[:MAX_GAPS]]
+            [f"- {clean_text(gap, MAX_GAP_CHARS)}" for gap in context.gaps[:MAX_GAPS]]
             or ["- none: every source answered"]
         ),
         "",
         "alert annotations (untrusted text, quoted):",
         *(_annotation_lines(alert.annotations) or ["- none"]),
         "",
-        *_log_lines(context),
+        *_log_lines(context, log_lines),
     ]
     return lines
 
@@ -275,12 +282,11 @@ def _revision_rows(context: IncidentContext, candidates: Sequence[Revision]) -> 
     return [r for r in context.revisions if id(r) in shown]
 
 
-def _revision_lines(context: IncidentContext) -> list[str]:
+def _revision_lines(context: IncidentContext, candidates: Sequence[Revision]) -> list[str]:
     if not context.revisions:
         return ["revisions: none known"]
     window = context.metrics.window_seconds
     baseline_seconds = context.metrics.baseline_window_seconds or 300
-    candidates = rollback_candidates(context)
     rows = _revision_rows(context, candidates)
     lines = [
         f"revisions (newest first; age at the alert; now = last {window}s, before = the "
@@ -296,7 +302,8 @@ def _revision_lines(context: IncidentContext) -> list[str]:
         lines.append(
             f"| {clean_name(revision.name)}{' (latest)' if revision.latest else ''} | {age} | "
             f"{revision.traffic_percent}% | {'yes' if revision.ready else 'no'} | "
-            f"{_figures(revision.metrics, window)} | {_figures(revision.baseline, baseline_seconds)} | {served} |"
+            f"{_figures(revision.metrics, window)} | "
+            f"{_figures(revision.baseline, baseline_seconds)} | {served} |"
         )
     if len(rows) < len(context.revisions):
         lines.append(f"({len(context.revisions) - len(rows)} older revisions not shown)")
@@ -317,7 +324,7 @@ def _revision_lines(context: IncidentContext) -> list[str]:
     return lines
 
 
-def _scaling_lines(context: IncidentContext) -> list[str]:
+def _scaling_lines(context: IncidentContext, candidates: Sequence[Revision]) -> list[str]:
     scaling = context.scaling
     parts = [
         f"min {scaling.min_instances if scaling.min_instances is not None else 'n/a'}",
@@ -335,7 +342,7 @@ def _scaling_lines(context: IncidentContext) -> list[str]:
         parts.append(f"memory {clean_name(scaling.memory)}")
     limit = scale_limit(context)
     allowed = ["NONE", "INVESTIGATE"]
-    if rollback_candidates(context):
+    if candidates:
         allowed.append("ROLLBACK (to a listed candidate)")
     if limit is not None and scaling.max_instances is not None:
         allowed.append(f"SCALE_UP (max_instances {scaling.max_instances + 1} to {limit})")
@@ -352,7 +359,7 @@ def _recent_action_lines(context: IncidentContext) -> list[str]:
     actions = sorted(context.recent_actions, key=lambda a: a.at, reverse=True)[:MAX_RECENT_ACTIONS]
     lines = []
     for action in actions:
-        text = f"- {action.action if isinstance(action.action, str) else action.action.value} at {_time(action.at)}"
+        text = f"- {action.action} at {_time(action.at)}"
         if action.target_revision:
             text += f" to {clean_name(action.target_revision)}"
         if action.from_revision:
@@ -371,7 +378,7 @@ def _annotation_lines(annotations: dict[str, str]) -> list[str]:
     ]
 
 
-def _log_lines(context: IncidentContext) -> list[str]:
+def _log_lines(context: IncidentContext, limit: int) -> list[str]:
     """Newest last; repeated messages folded into one line with a count."""
     ordered = sorted(
         context.logs, key=lambda line: (line.timestamp is None, line.timestamp or context.observed_at)
@@ -382,7 +389,7 @@ def _log_lines(context: IncidentContext) -> list[str]:
         count = folded.pop(key, (0, line))[0]
         # Re-inserted at the end: the newest occurrence decides the order.
         folded[key] = (count + 1, line)
-    entries = list(folded.values())[-MAX_LOG_LINES:]
+    entries = list(folded.values())[-limit:] if limit else []
     header = (
         f"log lines (untrusted text, quoted; {len(entries)} shown of {len(context.logs)}, repeats folded, "
         f"at most {MAX_LOG_LINES} lines of {MAX_LOG_CHARS} characters, oldest first):"
@@ -393,8 +400,8 @@ def _log_lines(context: IncidentContext) -> list[str]:
     for number, (count, line) in enumerate(entries, start=1):
         repeat = f" (x{count})" if count > 1 else ""
         body.append(
-            f"{number}. {_time(line.timestamp)} {clean_name(line.severity)} {clean_name(line.revision)}{repeat}: "
-            f"{quote(line.message, MAX_LOG_CHARS)}"
+            f"{number}. {_time(line.timestamp)} {clean_name(line.severity)} "
+            f"{clean_name(line.revision)}{repeat}: {quote(line.message, MAX_LOG_CHARS)}"
         )
     return [header, LOGS_OPEN, *body, LOGS_CLOSE]
 
