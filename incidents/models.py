@@ -82,7 +82,7 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JsonDocument, list[Any]: JsonDocument}
 
 
-_ACTIVE_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(ACTIVE_STATUSES)))
+ACTIVE_SQL = "status IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(ACTIVE_STATUSES)))
 _RUNNING_SQL = f"status = '{ActionStatus.RUNNING.value}'"
 
 
@@ -145,8 +145,8 @@ class Incident(Base):
             "uq_incidents_active_service",
             "service",
             unique=True,
-            postgresql_where=text(_ACTIVE_SQL),
-            sqlite_where=text(_ACTIVE_SQL),
+            postgresql_where=text(ACTIVE_SQL),
+            sqlite_where=text(ACTIVE_SQL),
         ),
         Index("ix_incidents_status_detected_at", "status", "detected_at"),
         Index("ix_incidents_detected_at", "detected_at"),

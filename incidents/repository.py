@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from incidents.exceptions import ActionNotFound, IncidentNotFound
-from incidents.models import Action, Incident, IncidentAlert, IncidentEvent, utcnow
+from incidents.exceptions import ActionNotFound, IncidentNotFound, IncidentsError
+from incidents.models import ACTIVE_SQL, Action, Incident, IncidentAlert, IncidentEvent, utcnow
 from incidents.states import (
     ACTIVE_STATUSES,
     ActionPhase,
@@ -64,8 +64,8 @@ class EventRepository:
         event = IncidentEvent(
             incident_id=incident_id, at=at or utcnow(), kind=kind, actor=actor, message=message, data=data
         )
+        # No flush: the timeline is written with the transaction, in one batch, in the order added.
         self.session.add(event)
-        await self.session.flush()
         return event
 
     async def list_for_incident(self, incident_id: int) -> Sequence[IncidentEvent]:
@@ -182,31 +182,40 @@ class IncidentRepository:
         """The service's active incident, opening one when there is none. Returns (incident, opened).
 
         Two writers racing to open an incident for one service both reach the partial unique index;
-        the loser's insert fails inside a savepoint and it joins the winner's incident.
+        the loser's insert does nothing and it joins the winner's incident.
         """
         existing = await self.get_active_by_service(service, for_update=True)
         if existing is not None:
             return existing, False
-        incident = Incident(
-            service=service,
-            status=IncidentStatus.OPEN.value,
-            origin=origin,
-            severity=severity,
-            summary=summary,
-            alert_fired_at=alert_fired_at,
-            detected_at=now,
-            created_at=now,
-            updated_at=now,
+        insert = _insert_for(self.session)
+        statement = (
+            insert(Incident)
+            .values(
+                service=service,
+                status=IncidentStatus.OPEN.value,
+                origin=origin,
+                severity=severity,
+                summary=summary,
+                alert_fired_at=alert_fired_at,
+                detected_at=now,
+                created_at=now,
+                updated_at=now,
+                analysis_attempts=0,
+            )
+            # The partial unique index (one active incident per service) is the arbiter: a writer
+            # that loses the race inserts nothing and joins the winner's incident below.
+            .on_conflict_do_nothing(index_elements=["service"], index_where=text(ACTIVE_SQL))
+            .returning(Incident.id)
         )
-        try:
-            async with self.session.begin_nested():
-                self.session.add(incident)
-                await self.session.flush()
-        except IntegrityError:
+        incident_id = await self.session.scalar(statement)
+        if incident_id is None:
             existing = await self.get_active_by_service(service, for_update=True)
-            if existing is None:  # the winner's incident ended in between: a real error
-                raise
+            if existing is None:  # the winner's incident ended in between; the caller retries
+                raise IncidentsError(
+                    f"could not open or join an incident for {service}; retry", service=service
+                )
             return existing, False
+        incident = await self.get(incident_id)
         await self.events.add(incident.id, "incident.opened", message, actor=actor, at=now)
         return incident, True
 
@@ -303,9 +312,7 @@ class IncidentRepository:
         )
         if result.scalar() is None:
             return None
-        incident = await self.get(incident_id)
-        await self.session.refresh(incident)
-        return incident
+        return await self.get(incident_id)
 
 
 class ActionRepository:

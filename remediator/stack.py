@@ -32,6 +32,7 @@ from google.cloud import run_v2
 from actuator.cloudrun import OPERATION_POLLING
 from collector import CloudRunClients, short_name
 from remediator.binaries import require_binary
+from remediator.grafana import GrafanaSetupError, grafana_binary, missing_grafana_message, prepare_grafana
 from remediator.processes import (
     ChildProcess,
     StackError,
@@ -315,22 +316,23 @@ class LocalStack:
         return child
 
     async def _maybe_start_grafana(self, logs: Path) -> None:
-        from remediator.grafana import grafana_binary, prepare_grafana  # written beside grafana/
-
         binary = grafana_binary()
         if binary is None:
-            from remediator.binaries import INSTALL_HINTS
-
-            self.say(f"Grafana: not started (no Grafana server on PATH): {INSTALL_HINTS['grafana-server']}")
+            self.say(f"Grafana: not started: {missing_grafana_message()}")
             return
         ensure_port_free(self.options.grafana_port, what="Grafana", option="--grafana-port")
-        launch = prepare_grafana(
-            binary,
-            state_dir=self.state / "grafana",
-            port=self.options.grafana_port,
-            prometheus_url=self.prometheus_url,
-            database_url=self.database_url,
-        )
+        try:
+            launch = prepare_grafana(
+                binary,
+                state_dir=self.state / "grafana",
+                port=self.options.grafana_port,
+                prometheus_url=self.prometheus_url,
+                database_url=self.database_url,
+                remediator_url=self.remediator_url,
+            )
+        except GrafanaSetupError as exc:  # Grafana is optional: the loop runs without it
+            self.say(f"Grafana: not started: {exc.message}")
+            return
         await self._launch("grafana", launch.argv, launch.health_url, logs, env=launch.env)
         self.grafana_url = f"http://127.0.0.1:{self.options.grafana_port}"
 
