@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
 from actuator.annotations import GrafanaAnnotations
 from actuator.cloudrun import CloudRunChanger
@@ -16,8 +16,8 @@ from actuator.metrics import ActuatorMetrics
 from actuator.verification import RecoveryVerifier
 from actuator.worker import ActionWorker
 from collector import CloudRunClients, CollectorConfig, PrometheusQueries, PrometheusSource
-from incidents import StoreUnavailable
 from incidents.db import Store, StoreConfig
+from incidents.endpoints import liveness, metrics_exposition, readiness
 
 WORKER: web.AppKey[ActionWorker] = web.AppKey("actuator_worker", ActionWorker)
 STORE: web.AppKey[Store] = web.AppKey("actuator_store", Store)
@@ -81,24 +81,17 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return liveness()
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    try:
-        await request.app[STORE].ping()
-    except StoreUnavailable as exc:
-        return web.json_response({"status": "unavailable", "store": exc.message}, status=503)
-    return web.json_response({"status": "ready", "store": "ok"})
+    return await readiness(request.app[STORE])
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    response = web.Response(body=generate_latest(request.app[REGISTRY]))
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    response.charset = "utf-8"
-    return response
+    return metrics_exposition(request.app[REGISTRY])
 
 
 def create_app(

@@ -9,14 +9,14 @@ from typing import Any
 
 import yaml
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from analyzer import approvals, keys
 from analyzer.exceptions import Conflict, FeatureDisabled, PayloadInvalid, Unauthorized
 from analyzer.middlewares import status_for
 from analyzer.views import incident_detail, incident_summary
 from analyzer.webhook import ingest, parse_payload
-from incidents import IncidentStatus, StoreUnavailable
+from incidents import IncidentStatus
+from incidents.endpoints import liveness, metrics_exposition, readiness
 from incidents.models import utcnow
 from incidents.repository import ActionRepository, IncidentRepository
 from incidents.secrets import Secret
@@ -180,22 +180,14 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return liveness()
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    try:
-        await request.app[keys.STORE].ping()
-    except StoreUnavailable as exc:
-        return web.json_response({"status": "unavailable", "store": exc.message}, status=503)
-    return web.json_response({"status": "ready", "store": "ok"})
+    return await readiness(request.app[keys.STORE])
 
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(request.app[keys.REGISTRY])
-    response = web.Response(body=body)
-    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
-    response.charset = "utf-8"
-    return response
+    return metrics_exposition(request.app[keys.REGISTRY])

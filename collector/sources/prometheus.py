@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -182,25 +183,20 @@ class PrometheusSource:
 
     async def query(self, promql: str, *, at: datetime | None = None) -> list[dict[str, Any]]:
         params = {"time": f"{(at or datetime.now(UTC)).timestamp():.3f}"}
-        loop = asyncio.get_running_loop()
-        try:
-            result = await loop.run_in_executor(self._pool, lambda: self._client.custom_query(promql, params))
-        except RequestException as exc:
-            raise SourceFailed(SOURCE, f"{type(exc).__name__}: {exc}"[:200]) from exc
-        except PrometheusApiClientException as exc:
-            raise SourceFailed(SOURCE, str(exc)[:200]) from exc
-        if not isinstance(result, list):
-            raise SourceFailed(SOURCE, f"unexpected result type for {promql!r}")
-        return result
+        return await self._run(promql, lambda: self._client.custom_query(promql, params))
 
     async def query_range(
         self, promql: str, *, start: datetime, end: datetime, step: int
     ) -> list[dict[str, Any]]:
+        return await self._run(
+            promql, lambda: self._client.custom_query_range(promql, start, end, f"{step}s")
+        )
+
+    async def _run(self, promql: str, call: Callable[[], Any]) -> list[dict[str, Any]]:
+        """A client call on the private pool, with its errors translated into SourceFailed."""
         loop = asyncio.get_running_loop()
         try:
-            result = await loop.run_in_executor(
-                self._pool, lambda: self._client.custom_query_range(promql, start, end, f"{step}s")
-            )
+            result = await loop.run_in_executor(self._pool, call)
         except RequestException as exc:
             raise SourceFailed(SOURCE, f"{type(exc).__name__}: {exc}"[:200]) from exc
         except PrometheusApiClientException as exc:
