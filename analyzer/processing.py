@@ -30,6 +30,7 @@ from analyzer.engines.base import DecisionEngine, EngineResult
 from analyzer.metrics import AnalyzerMetrics
 from analyzer.policy import PolicyGuard, PolicyHistory, PolicyOutcome, Verdict, describe
 from incidents import (
+    CHANGING_ACTIONS,
     ActionStatus,
     ActionType,
     AlertInfo,
@@ -249,8 +250,9 @@ class IncidentProcessor:
         onset: tuple[datetime, str] | None,
     ) -> PolicyOutcome | None:
         now = utcnow()
+        changes = result.decision.action in CHANGING_ACTIONS
         async with self.store.session() as session:
-            if session.get_bind().dialect.name == "postgresql":
+            if changes and session.get_bind().dialect.name == "postgresql":
                 await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": POLICY_LOCK_KEY})
             incidents = IncidentRepository(session)
             incident = await incidents.get(incident_id, for_update=True)
@@ -263,7 +265,10 @@ class IncidentProcessor:
                     data={"decision": result.decision.to_json_dict()},
                 )
                 return None
-            history = await self._policy_history(session, incident.service, now=now)
+            # Only a change needs the history (cooldown, hourly cap, flapping); the rest passes.
+            history = (
+                await self._policy_history(session, incident.service, now=now) if changes else PolicyHistory()
+            )
             outcome = self.policy.evaluate(
                 result.decision, context, history, now=now, approval_reason=result.approval_reason
             )

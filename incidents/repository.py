@@ -289,7 +289,6 @@ class IncidentRepository:
         await self.events.add(
             incident.id, f"status.{status.value}", message, actor=actor, data=event_data, at=now
         )
-        await self.session.flush()
 
     async def take_analysis_lease(
         self, incident_id: int, *, owner: str, now: datetime, lease: timedelta
@@ -308,11 +307,11 @@ class IncidentRepository:
                 ),
             )
             .values(lease_owner=owner, lease_expires_at=now + lease)
-            .returning(Incident.id)
+            .returning(Incident),
+            execution_options={"synchronize_session": False},
         )
-        if result.scalar() is None:
-            return None
-        return await self.get(incident_id)
+        # The whole row in one round trip: this is on the path from webhook to queued action.
+        return result.scalar_one_or_none()
 
 
 class ActionRepository:
