@@ -25,7 +25,7 @@ from collector.sources.cloudrun import (
     ServiceState,
 )
 from collector.sources.logs import LogsSource
-from collector.sources.prometheus import PrometheusQueries, PrometheusSource, WindowFigures
+from collector.sources.prometheus import Capacity, PrometheusQueries, PrometheusSource, WindowFigures
 from incidents import (
     AlertInfo,
     Figures,
@@ -293,14 +293,13 @@ class ContextBuilder:
             )
         return revisions
 
-    def _scaling(
-        self, state: ServiceState | None, capacity: SourceResult[tuple[float | None, float | None]]
-    ) -> Scaling:
-        instances, utilization = capacity.value if capacity.value is not None else (None, None)
+    def _scaling(self, state: ServiceState | None, capacity: SourceResult[Capacity]) -> Scaling:
+        serving = {r.name for r in state.revisions if r.traffic_percent > 0} if state is not None else None
+        instances, utilization = capacity.value.of(serving) if capacity.value is not None else (None, None)
         if state is None:
             return Scaling(current_instances=instances, utilization=utilization)
-        serving = next((r for r in state.revisions if r.traffic_percent > 0), None)
-        template = serving or (state.revisions[0] if state.revisions else None)
+        newest_serving = next((r for r in state.revisions if r.traffic_percent > 0), None)
+        template = newest_serving or (state.revisions[0] if state.revisions else None)
         max_instances = (
             state.max_instances or (template.max_instances if template else None) or DEFAULT_MAX_INSTANCES
         )

@@ -95,15 +95,13 @@ class PrometheusQueries:
         )
 
     def instances(self, service: str) -> str:
-        return f"sum({self.instances_metric}{_selector(service)})"
+        return f"sum by (revision) ({self.instances_metric}{_selector(service)})"
 
-    def utilization(self, service: str) -> str:
-        # Weighted by instances, so an idle revision's empty instance does not dilute a busy one.
+    def busy_instances(self, service: str) -> str:
+        """Per revision, utilization x instances: summed over the serving revisions and divided by
+        their instances, it weighs each revision by its size."""
         selector = _selector(service)
-        return (
-            f"sum({self.utilization_metric}{selector} * {self.instances_metric}{selector}) "
-            f"/ sum({self.instances_metric}{selector})"
-        )
+        return f"sum by (revision) ({self.utilization_metric}{selector} * {self.instances_metric}{selector})"
 
     def error_ratio_above(self, service: str, window: int, threshold: float) -> str:
         return (
@@ -120,6 +118,29 @@ class PrometheusQueries:
             f'last_over_time(ALERTS_FOR_STATE{{alertname="{_escape(alertname)}",'
             f'service="{_escape(service)}"}}[2m])'
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity:
+    """Instances and busy instances (utilization x instances) per revision."""
+
+    instances: dict[str, float | None]
+    busy: dict[str, float | None]
+
+    def of(self, revisions: set[str] | None) -> tuple[float | None, float | None]:
+        """Instances and utilization (0..1) over `revisions` (None: every revision).
+
+        Only the revisions that serve: an idle revision kept warm by min instances would otherwise
+        count toward "at max instances" and dilute the utilization of the one that is saturated.
+        """
+        names = [r for r in self.instances if revisions is None or r in revisions]
+        counts = [self.instances[r] for r in names if self.instances[r] is not None]
+        if not counts:
+            return None, None
+        total = float(sum(c for c in counts if c is not None))
+        busy = sum((self.busy.get(r) or 0.0) for r in names)
+        utilization = round(min(max(busy / total, 0.0), 1.0), 4) if total > 0 else None
+        return total, utilization
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -319,13 +340,12 @@ class PrometheusSource:
                 found[revision] = datetime.fromtimestamp(value, UTC)
         return found
 
-    async def capacity(self, service: str, *, at: datetime) -> tuple[float | None, float | None]:
-        instances, utilization = await asyncio.gather(
+    async def capacity(self, service: str, *, at: datetime) -> Capacity:
+        instances, busy = await asyncio.gather(
             self.query(self.queries.instances(service), at=at),
-            self.query(self.queries.utilization(service), at=at),
+            self.query(self.queries.busy_instances(service), at=at),
         )
-        busy = _scalar(utilization)
-        return _scalar(instances), None if busy is None else round(min(max(busy, 0.0), 1.0), 4)
+        return Capacity(instances=_by_label(instances, "revision"), busy=_by_label(busy, "revision"))
 
     async def alert_active_since(self, alertname: str, service: str, *, at: datetime) -> datetime | None:
         result = await self.query(self.queries.alert_active_since(alertname, service), at=at)

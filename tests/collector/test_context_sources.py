@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from analyzer.engines.rules import RulesEngine
 from collector import CollectorConfig, ContextBuilder
+from collector.sources.prometheus import Capacity
 from incidents import ActionType, AlertInfo
 from tests.support.real_parts import free_port
 
@@ -226,3 +227,15 @@ async def test_onset_estimate_is_none_when_prometheus_cannot_say() -> None:
         CollectorConfig(prometheus_url=url, cloud_run_endpoint=url, query_timeout=0.5)
     ) as builder:
         assert await builder.estimate_onset(ALERT) is None
+
+
+def test_capacity_counts_only_the_serving_revisions() -> None:
+    capacity = Capacity(
+        instances={"svc-00001-old": 1.0, "svc-00002-new": 2.0},
+        busy={"svc-00001-old": 0.0, "svc-00002-new": 1.9},
+    )
+    # The old revision is kept warm by min instances but serves nothing: it must not count toward
+    # "at max instances", nor dilute the busy revision's utilization.
+    assert capacity.of({"svc-00002-new"}) == (2.0, 0.95)
+    assert capacity.of(None) == (3.0, 0.6333)
+    assert capacity.of({"svc-00003-none"}) == (None, None)

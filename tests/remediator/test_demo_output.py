@@ -25,9 +25,7 @@ def test_plain_lines_without_a_terminal(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_status_line_is_cut_to_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        "shutil.get_terminal_size", lambda fallback=(100, 20): __import__("os").terminal_size((40, 20))
-    )
+    monkeypatch.setattr("shutil.get_terminal_size", lambda fallback=(100, 20): os.terminal_size((40, 20)))
     buffer = io.StringIO()
     monkeypatch.setattr("sys.stdout", buffer)
     timeline = Timeline(tty=True)
