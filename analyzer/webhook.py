@@ -244,10 +244,11 @@ async def _record_resolved(
     result: IngestResult,
 ) -> None:
     stored = await incidents.get_alert(alert.fingerprint, alert.starts_at)
-    if stored is None or stored.status == "resolved":
-        # Never seen firing (Remediator started later), or a repeated resolved notification.
-        result.ignored += 1 if stored is None else 0
-        result.duplicate += 0 if stored is None else 1
+    if stored is None:  # never seen firing: Remediator started after it did
+        result.ignored += 1
+        return
+    if stored.status == "resolved":  # a repeated resolved notification
+        result.duplicate += 1
         return
     result.resolved += 1
     stored.status = "resolved"
