@@ -15,7 +15,7 @@ from actuator.config import ActuatorConfig
 from actuator.metrics import ActuatorMetrics
 from actuator.verification import RecoveryVerifier
 from actuator.worker import ActionWorker
-from collector import CloudRunClients, CollectorConfig, PrometheusQueries, PrometheusSource
+from collector import CloudRunClients, CollectorConfig, PrometheusSource
 from incidents.db import Store, StoreConfig
 from incidents.endpoints import liveness, metrics_exposition, readiness
 
@@ -41,13 +41,7 @@ def worker_context(
         clients = CloudRunClients.create(
             project=collector.project, region=collector.region, endpoint=collector.cloud_run_endpoint
         )
-        prometheus = PrometheusSource(
-            collector.prometheus_url,
-            timeout=collector.query_timeout,
-            queries=PrometheusQueries(
-                instances_metric=collector.instances_metric, utilization_metric=collector.utilization_metric
-            ),
-        )
+        prometheus = PrometheusSource.for_collector(collector)
         session = aiohttp.ClientSession() if config.grafana is not None else None
         worker = ActionWorker(
             store=store(app),

@@ -45,17 +45,10 @@ from incidents.db import Store, StoreConfig
 from incidents.migrate import upgrade
 from incidents.models import Action, Incident, IncidentAlert
 from tests.support.contexts import StaticContextSource
+from tests.support.real_parts import free_port
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 STARTS = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def alert(service: str, name: str) -> dict[str, Any]:

@@ -20,18 +20,22 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import aiohttp
 from google.api_core.client_options import ClientOptions
 from google.api_core.future import polling
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import run_v2
+
+from tests.support.real_parts import free_port
 
 PARENT = "projects/local/locations/local"
 SERVICE_ID = "bench"
@@ -55,12 +59,6 @@ class LoadResult:
     def percentile(self, q: float) -> float:
         ordered = sorted(self.latencies_ms)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def load(http: aiohttp.ClientSession, url: str, total: int, concurrency: int) -> LoadResult:

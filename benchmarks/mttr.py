@@ -36,14 +36,7 @@ from remediator.demo import (
     run_scenario,
 )
 from remediator.stack import LocalStack, StackOptions
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.support.real_parts import free_port
 
 
 class Quiet(Timeline):

@@ -25,7 +25,7 @@ from collector.sources.cloudrun import (
     ServiceState,
 )
 from collector.sources.logs import LogsSource
-from collector.sources.prometheus import Capacity, PrometheusQueries, PrometheusSource, WindowFigures
+from collector.sources.prometheus import Capacity, PrometheusSource, WindowFigures
 from incidents import (
     AlertInfo,
     Figures,
@@ -67,13 +67,7 @@ class ContextBuilder:
         cls, config: CollectorConfig, *, cloud_run_clients: CloudRunClients | None = None
     ) -> AsyncIterator[ContextBuilder]:
         """Build every source from `config` and release them all on exit."""
-        prometheus = PrometheusSource(
-            config.prometheus_url,
-            timeout=config.query_timeout,
-            queries=PrometheusQueries(
-                instances_metric=config.instances_metric, utilization_metric=config.utilization_metric
-            ),
-        )
+        prometheus = PrometheusSource.for_collector(config)
         clients = cloud_run_clients
         owns_clients = clients is None
         if clients is None:

@@ -242,7 +242,7 @@ async def run_manual_command(settings: Settings, args: argparse.Namespace) -> in
 async def _run_and_follow(settings: Settings, store: Store, clients: CloudRunClients, action_id: int) -> int:
     metrics = ActuatorMetrics(CollectorRegistry())
     collector = settings.collector
-    prometheus = PrometheusSource(collector.prometheus_url, timeout=collector.query_timeout)
+    prometheus = PrometheusSource.for_collector(collector)
     worker = ActionWorker(
         store=store,
         changer=CloudRunChanger(clients, retry=settings.actuator.retry, metrics=metrics),

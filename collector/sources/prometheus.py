@@ -21,6 +21,7 @@ from prometheus_api_client import PrometheusApiClientException, PrometheusConnec
 from requests import RequestException
 from urllib3.util.retry import Retry
 
+from collector.config import CollectorConfig
 from collector.exceptions import SourceFailed
 from incidents import Figures
 
@@ -197,6 +198,17 @@ class PrometheusSource:
             url=self.url, disable_ssl=False, retry=Retry(total=0), timeout=timeout
         )
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="promql")
+
+    @classmethod
+    def for_collector(cls, config: CollectorConfig) -> PrometheusSource:
+        """The source as the collector's settings describe it (URL, deadline, capacity metric names)."""
+        return cls(
+            config.prometheus_url,
+            timeout=config.query_timeout,
+            queries=PrometheusQueries(
+                instances_metric=config.instances_metric, utilization_metric=config.utilization_metric
+            ),
+        )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
