@@ -7,20 +7,25 @@ down; nothing here is a module-level singleton.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from sqlalchemy import event, make_url, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session
 
 from incidents.exceptions import StoreUnavailable
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.remediator/remediator.db"
+# Session.info key: the channels whose waiters in this process the commit wakes.
+WAKE_AFTER_COMMIT = "incidents.wake_after_commit"
 
 _DRIVERS = {
     "postgres": "postgresql+asyncpg",
@@ -56,19 +61,71 @@ def redact(url: URL) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class StoreConfig:
+    """The database and how long anything may wait on it.
+
+    Every wait on PostgreSQL is bounded, so a worker whose database is down, frozen or locked learns
+    it within a known time (`StoreUnavailable`) instead of hanging past its lease:
+    `connect_timeout` to open a connection, `pool_timeout` to get one from the pool,
+    `statement_timeout` for one statement (the server cancels it; the client gives up a second
+    later, for a server too stuck to cancel anything), `lock_timeout` for one wait on a row, table
+    or advisory lock. SQLite, in-process, has its busy timeout instead.
+    """
+
     url: str | None = None
     pool_size: int = 10
-    # Seconds a statement may wait for a lock or a connection before the store reports itself down.
     connect_timeout: float = 5.0
+    pool_timeout: float = 5.0
+    statement_timeout: float = 5.0
+    lock_timeout: float = 3.0
     echo: bool = False
+
+
+# How much longer than the server's statement timeout the client waits for an answer.
+CLIENT_TIMEOUT_MARGIN_SECONDS = 1.0
+# SQLSTATEs of a statement PostgreSQL cancelled on a timeout: query_canceled (statement_timeout)
+# and lock_not_available (lock_timeout). The store is too slow or too busy: not our error.
+_TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})
+
+
+def postgresql_connect_args(config: StoreConfig) -> dict[str, Any]:
+    """asyncpg's connect() arguments that carry the store's time bounds
+    (https://magicstack.github.io/asyncpg/current/api/index.html#connection)."""
+    return {
+        "timeout": config.connect_timeout,
+        "command_timeout": config.statement_timeout + CLIENT_TIMEOUT_MARGIN_SECONDS,
+        "server_settings": {
+            "statement_timeout": str(int(config.statement_timeout * 1000)),
+            "lock_timeout": str(int(config.lock_timeout * 1000)),
+        },
+    }
 
 
 class Store:
     """An engine and its session factory. `async with store.session() as s:` gives a transaction."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, connect_timeout: float = StoreConfig.connect_timeout) -> None:
         self.engine = engine
-        self.sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self.connect_timeout = connect_timeout
+        # Waiters in this process, by notification channel: a commit that queues work wakes them
+        # directly (incidents/queue.py), with no poll and no round trip to the database.
+        self.local_waiters: dict[str, set[Callable[[], None]]] = {}
+
+        # One listener for the store's sessions (a listener per session would be registered, and
+        # kept, for every transaction that queues work).
+        class StoreSession(Session):
+            pass
+
+        event.listen(StoreSession, "after_commit", self._wake_local_waiters)
+        self.sessions = async_sessionmaker(engine, expire_on_commit=False, sync_session_class=StoreSession)
+
+    def wake_after_commit(self, session: AsyncSession, channel: str) -> None:
+        """Wake this process's waiters on `channel` when the session's transaction commits."""
+        session.info.setdefault(WAKE_AFTER_COMMIT, set()).add(channel)
+
+    def _wake_local_waiters(self, session: Session) -> None:
+        for channel in session.info.pop(WAKE_AFTER_COMMIT, ()):
+            for wake in list(self.local_waiters.get(channel, ())):
+                wake()
 
     @classmethod
     def from_config(cls, config: StoreConfig) -> Store:
@@ -84,13 +141,13 @@ class Store:
                 pool_size=config.pool_size,
                 max_overflow=config.pool_size,
                 pool_pre_ping=True,
-                pool_timeout=config.connect_timeout,
-                connect_args={"timeout": config.connect_timeout},
+                pool_timeout=config.pool_timeout,
+                connect_args=postgresql_connect_args(config),
             )
         engine = create_async_engine(url, **kwargs)
         if url.get_backend_name() == "sqlite":
             _configure_sqlite(engine)
-        return cls(engine)
+        return cls(engine, connect_timeout=config.connect_timeout)
 
     @property
     def dialect(self) -> str:
@@ -111,6 +168,12 @@ class Store:
                 if _is_connection_problem(exc):
                     raise StoreUnavailable(f"incident store unavailable: {exc.orig or exc}") from exc
                 raise
+            except sa_exc.TimeoutError as exc:  # no pooled connection free within pool_timeout
+                raise StoreUnavailable(f"incident store busy: {exc}") from exc
+            except OSError as exc:  # refused, reset, or a timeout (TimeoutError) while connecting
+                raise StoreUnavailable(
+                    f"incident store unavailable: {type(exc).__name__}: {exc}".rstrip(": ")
+                ) from exc
 
     async def ping(self) -> None:
         """Raise `StoreUnavailable` unless the database answers a trivial query."""
@@ -120,12 +183,26 @@ class Store:
         except Exception as exc:
             raise StoreUnavailable(f"incident store unavailable at {redact(self.url)}: {exc}") from exc
 
+    async def listen(self, channel: str, on_notify: Callable[[], None]) -> asyncpg.Connection:
+        """PostgreSQL only: a connection of its own that calls `on_notify` for each NOTIFY on
+        `channel`. The caller closes it; a pooled connection would carry the LISTEN to other users."""
+        dsn = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        connection = await asyncpg.connect(dsn, timeout=self.connect_timeout)
+        try:
+            await connection.add_listener(channel, lambda *_: on_notify())
+        except BaseException:
+            await connection.close()
+            raise
+        return connection
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 
 
 def _is_connection_problem(exc: DBAPIError) -> bool:
-    return bool(exc.connection_invalidated) or isinstance(exc, OperationalError)
+    if exc.connection_invalidated or isinstance(exc, OperationalError):
+        return True
+    return getattr(exc.orig, "sqlstate", None) in _TIMEOUT_SQLSTATES
 
 
 def _configure_sqlite(engine: AsyncEngine) -> None:

@@ -3,8 +3,10 @@
     RemediatorError                  every error Remediator raises on purpose
     ├── IncidentsError               this package
     │   ├── IllegalTransition        a state change the state machine does not allow
+    │   │   └── HandoverRefused      a human's escalate or close of an incident that cannot take it
     │   ├── IncidentNotFound
     │   ├── ActionNotFound
+    │   ├── InvalidAction            a stored action whose type or params do not validate
     │   └── StoreUnavailable         the database could not be reached or answered with an error
     ├── collector.CollectorError     (collector/exceptions.py)
     ├── analyzer.AnalyzerError       (analyzer/exceptions.py)
@@ -51,6 +53,15 @@ class IllegalTransition(IncidentsError):
         self.target = target
 
 
+class HandoverRefused(IllegalTransition):
+    """A human's escalate or close refused: the incident ended already, or is escalated already."""
+
+    def __init__(self, message: str, *, source: str, target: str, incident_id: int) -> None:
+        super().__init__(source, target, incident_id=incident_id)
+        self.message = message
+        self.args = (message,)
+
+
 class IncidentNotFound(IncidentsError):
     def __init__(self, incident_id: int) -> None:
         super().__init__(f"incident {incident_id} not found", incident_id=incident_id)
@@ -60,6 +71,10 @@ class ActionNotFound(IncidentsError):
     def __init__(self, action_id: int) -> None:
         super().__init__(f"action {action_id} not found")
         self.action_id = action_id
+
+
+class InvalidAction(IncidentsError):
+    """An action whose type or parameters are not one of the contract's (`incidents.contracts`)."""
 
 
 class StoreUnavailable(IncidentsError):

@@ -8,7 +8,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from incidents.db import Store
 
@@ -30,7 +32,16 @@ async def upgrade(store: Store, revision: str = "head") -> None:
         command.upgrade(config, revision)
 
     async with store.engine.begin() as connection:
+        await without_time_limits(connection)
         await connection.run_sync(run)
+
+
+async def without_time_limits(connection: AsyncConnection) -> None:
+    """A migration may rewrite a large table or wait for a long transaction to let go of it: the
+    store's statement and lock timeouts are for the service's own short statements, not for it."""
+    if connection.dialect.name == "postgresql":
+        await connection.execute(text("SET LOCAL statement_timeout = 0"))
+        await connection.execute(text("SET LOCAL lock_timeout = 0"))
 
 
 async def downgrade(store: Store, revision: str) -> None:
@@ -40,6 +51,7 @@ async def downgrade(store: Store, revision: str) -> None:
         command.downgrade(config, revision)
 
     async with store.engine.begin() as connection:
+        await without_time_limits(connection)
         await connection.run_sync(run)
 
 

@@ -3,6 +3,8 @@
 Tables: `incidents` (one per problem), `incident_alerts` (every distinct alert that joined it, unique
 by fingerprint + startsAt: this is what makes webhook delivery idempotent), `actions` (what the
 actuator is asked to do, claimed with a lease) and `incident_events` (the append-only audit trail).
+The event outbox: `outbox_events` (written with the change they announce), `notification_deliveries`
+(one per event and sink, claimed with a lease) and `notification_attempts` (every try).
 
 Two partial unique indexes carry the invariants the code relies on under concurrency:
 at most one active incident per service, and at most one running action per service.
@@ -33,6 +35,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from incidents.contracts import AlertInfo, RecentAction
 from incidents.states import ACTIVE_STATUSES, ActionPhase, ActionStatus
 
 NAMING_CONVENTION = {
@@ -133,6 +136,23 @@ class Incident(Base):
     lease_expires_at: Mapped[datetime | None]
     analysis_attempts: Mapped[int] = mapped_column(Integer, default=0)
 
+    # The incident this one follows: an alert still firing after that one resolved
+    # ("recurred_after_resolution"), or one escalated for too long to hold new alerts
+    # ("superseded_escalated"). See incidents/lifecycle.py.
+    previous_incident_id: Mapped[int | None] = mapped_column(
+        Identifier, ForeignKey("incidents.id"), index=True
+    )
+    previous_relation: Mapped[str | None] = mapped_column(String(32))
+    # Analysis rounds: 1 for the analysis the alert started; each re-analysis (the world changed under
+    # an escalated, suppressed or waiting incident) adds one. `round_started_at` is when the current
+    # round's trigger was seen (None: the alert's own), `round_reason` why it runs, and
+    # `fault_not_before` the earliest the fault it analyses can have begun (the previous incident's
+    # verified recovery, the previous round's decision): an onset estimate before it is another fault's.
+    analysis_round: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    round_started_at: Mapped[datetime | None]
+    round_reason: Mapped[str | None] = mapped_column(Text)
+    fault_not_before: Mapped[datetime | None]
+
     alerts: Mapped[list[IncidentAlert]] = relationship(
         back_populates="incident", order_by="IncidentAlert.id", lazy="raise"
     )
@@ -171,7 +191,10 @@ class IncidentAlert(Base):
 
     incident: Mapped[Incident] = relationship(back_populates="alerts", lazy="raise")
 
-    __table_args__ = (UniqueConstraint("fingerprint", "starts_at", name="uq_incident_alerts_identity"),)
+    # An alert belongs once to each incident it is part of: the one it opened, and one it recurred into.
+    __table_args__ = (
+        UniqueConstraint("fingerprint", "starts_at", "incident_id", name="uq_incident_alerts_identity"),
+    )
 
 
 class Action(Base):
@@ -196,6 +219,10 @@ class Action(Base):
     applied_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # The fault this action was decided for (`FaultRecord.as_json`), and its MTTR once verified
+    # (`actuator.mttr.RecoveryTimes.as_json`): an incident can span two faults, each with its own.
+    fault: Mapped[dict[str, Any] | None]
+    recovery: Mapped[dict[str, Any] | None]
 
     incident: Mapped[Incident | None] = relationship(back_populates="actions", lazy="raise")
 
@@ -227,4 +254,113 @@ class IncidentEvent(Base):
     __table_args__ = (
         Index("ix_incident_events_incident_id_id", "incident_id", "id"),
         Index("ix_incident_events_at", "at"),
+    )
+
+
+class OutboxEvent(Base):
+    """An incident change others should hear about, written in the same transaction as the change.
+
+    Rows are the durable record of what happened; the notifier fans each one out to the configured
+    sinks (`notification_deliveries`) and stamps `dispatched_at`. `data` holds the incident as it was
+    at that moment, so a late delivery still tells what was true then.
+    """
+
+    __tablename__ = "outbox_events"
+
+    id: Mapped[int] = mapped_column(Identifier, primary_key=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"), index=True)
+    type: Mapped[str] = mapped_column(String(64))
+    service: Mapped[str] = mapped_column(String(255))
+    severity: Mapped[str | None] = mapped_column(String(32))
+    # Nothing was asked of anyone and nothing was done (e.g. recovered on its own): no new noise.
+    quiet: Mapped[bool] = mapped_column(Boolean, default=False)
+    actor: Mapped[str] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+    occurred_at: Mapped[datetime]
+    data: Mapped[dict[str, Any]]
+    dispatched_at: Mapped[datetime | None]
+
+    __table_args__ = (Index("ix_outbox_events_dispatched_at_id", "dispatched_at", "id"),)
+
+
+class NotificationDelivery(Base):
+    """One outbox event on its way to one sink, claimed with a lease like an action."""
+
+    __tablename__ = "notification_deliveries"
+
+    id: Mapped[int] = mapped_column(Identifier, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id"))
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id"))
+    sink: Mapped[str] = mapped_column(String(128))
+    # pending (waiting or being sent), delivered, skipped (filtered, or nothing to do), failed (gave up)
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # What the sink answered that later deliveries need (a Slack message's channel and ts, ...).
+    result: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "sink", name="uq_notification_deliveries_event_sink"),
+        Index("ix_notification_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_notification_deliveries_incident_id_sink_event_id", "incident_id", "sink", "event_id"),
+    )
+
+
+class NotificationAttempt(Base):
+    """One try to deliver: when, to which sink, how it went. Append-only."""
+
+    __tablename__ = "notification_attempts"
+
+    id: Mapped[int] = mapped_column(Identifier, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("notification_deliveries.id"), index=True)
+    sink: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime]
+    # delivered, skipped, retry (will try again), failed (gave up or refused for good)
+    outcome: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    duration_ms: Mapped[float | None] = mapped_column(Float)
+    owner: Mapped[str] = mapped_column(String(128))
+
+
+# Rows as the contracts see them.
+
+
+def recent_action_from_row(action: Action) -> RecentAction:
+    params = action.params or {}
+    return RecentAction(
+        action=action.type,  # type: ignore[arg-type]  # validated by the model
+        at=action.created_at,
+        target_revision=params.get("target_revision"),
+        from_revision=params.get("from_revision"),
+        outcome=action.status,
+        manual=action.manual,
+    )
+
+
+def primary_alert(alerts: list[IncidentAlert]) -> IncidentAlert:
+    """The alert to collect evidence for: firing before resolved, critical before others, oldest first."""
+
+    def rank(alert: IncidentAlert) -> tuple[int, int, Any]:
+        return (alert.status != "firing", alert.severity != "critical", alert.starts_at)
+
+    return sorted(alerts, key=rank)[0]
+
+
+def alert_info(alert: IncidentAlert) -> AlertInfo:
+    return AlertInfo(
+        name=alert.alertname,
+        status="firing" if alert.status == "firing" else "resolved",
+        severity=alert.severity,
+        starts_at=alert.starts_at,
+        ends_at=alert.ends_at,
+        fingerprint=alert.fingerprint,
+        labels=alert.labels,
+        annotations=alert.annotations,
+        generator_url=alert.generator_url,
     )

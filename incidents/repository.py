@@ -15,9 +15,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
+from incidents.contracts import ActionRequest
 from incidents.exceptions import ActionNotFound, IncidentNotFound, IncidentsError
 from incidents.models import ACTIVE_SQL, Action, Incident, IncidentAlert, IncidentEvent, utcnow
+from incidents.outbox import OUTBOX_TYPES, outbox_event_for
 from incidents.states import (
     ACTIVE_STATUSES,
     ActionPhase,
@@ -61,11 +64,20 @@ class EventRepository:
         data: dict[str, Any] | None = None,
         at: datetime | None = None,
     ) -> IncidentEvent:
+        at = at or utcnow()
         event = IncidentEvent(
-            incident_id=incident_id, at=at or utcnow(), kind=kind, actor=actor, message=message, data=data
+            incident_id=incident_id, at=at, kind=kind, actor=actor, message=message, data=data
         )
         # No flush: the timeline is written with the transaction, in one batch, in the order added.
         self.session.add(event)
+        if kind in OUTBOX_TYPES:
+            # The announcement goes into the same transaction as the change: committed together or
+            # not at all. The incident is normally in the session already (no query).
+            incident = await self.session.get(Incident, incident_id)
+            if incident is not None:
+                announced = outbox_event_for(incident, kind, message, actor=actor, at=at, detail=data)
+                if announced is not None:
+                    self.session.add(announced)
         return event
 
     async def list_for_incident(self, incident_id: int) -> Sequence[IncidentEvent]:
@@ -73,6 +85,14 @@ class EventRepository:
             select(IncidentEvent).where(IncidentEvent.incident_id == incident_id).order_by(IncidentEvent.id)
         )
         return result.all()
+
+    async def last_at(self, incident_id: int, kind: str) -> datetime | None:
+        """When the incident's latest line of `kind` was written (lines of this transaction included)."""
+        return await self.session.scalar(
+            select(func.max(IncidentEvent.at)).where(
+                IncidentEvent.incident_id == incident_id, IncidentEvent.kind == kind
+            )
+        )
 
 
 class IncidentRepository:
@@ -133,11 +153,105 @@ class IncidentRepository:
         return grouped
 
     async def get_alert(self, fingerprint: str, starts_at: datetime) -> IncidentAlert | None:
+        """The newest record of an alert: the one in the latest incident it belongs to (an alert that
+        recurred after its incident resolved belongs to the incident it recurred into as well)."""
         return await self.session.scalar(
-            select(IncidentAlert).where(
-                IncidentAlert.fingerprint == fingerprint, IncidentAlert.starts_at == starts_at
+            select(IncidentAlert)
+            .where(IncidentAlert.fingerprint == fingerprint, IncidentAlert.starts_at == starts_at)
+            .order_by(IncidentAlert.id.desc())
+            .limit(1)
+        )
+
+    async def awaiting_approval_since(self, incident_id: int) -> datetime | None:
+        """When the incident last began waiting for approval (its latest `status.awaiting_approval`
+        line), or None if it never did."""
+        return await self.session.scalar(
+            select(func.max(IncidentEvent.at)).where(
+                IncidentEvent.incident_id == incident_id,
+                IncidentEvent.kind == f"status.{IncidentStatus.AWAITING_APPROVAL.value}",
             )
         )
+
+    async def list_alert_records(self, fingerprint: str, starts_at: datetime) -> Sequence[IncidentAlert]:
+        """Every record of an alert, oldest first (one per incident it belongs to)."""
+        result = await self.session.scalars(
+            select(IncidentAlert)
+            .where(IncidentAlert.fingerprint == fingerprint, IncidentAlert.starts_at == starts_at)
+            .order_by(IncidentAlert.id)
+        )
+        return result.all()
+
+    async def list_firing_alerts(self, incident_id: int) -> Sequence[IncidentAlert]:
+        result = await self.session.scalars(
+            select(IncidentAlert)
+            .where(IncidentAlert.incident_id == incident_id, IncidentAlert.status == "firing")
+            .order_by(IncidentAlert.id)
+        )
+        return result.all()
+
+    async def list_following(self, incident_id: int) -> Sequence[Incident]:
+        """Incidents that follow this one (recurred after it, or took over from it)."""
+        result = await self.session.scalars(
+            select(Incident).where(Incident.previous_incident_id == incident_id).order_by(Incident.id)
+        )
+        return result.all()
+
+    async def list_watched(
+        self, *, statuses: Sequence[str], resolved_since: datetime, limit: int = 100
+    ) -> Sequence[Incident]:
+        """Incidents whose service the lifecycle watcher reads: those in `statuses`, and those
+        resolved since `resolved_since` whose alert still fires and that nothing follows yet."""
+        follower = aliased(Incident)
+        firing = (
+            select(IncidentAlert.id)
+            .where(IncidentAlert.incident_id == Incident.id, IncidentAlert.status == "firing")
+            .exists()
+        )
+        followed = select(follower.id).where(follower.previous_incident_id == Incident.id).exists()
+        result = await self.session.scalars(
+            select(Incident)
+            .where(
+                or_(
+                    Incident.status.in_(list(statuses)),
+                    and_(
+                        Incident.status == IncidentStatus.RESOLVED.value,
+                        Incident.resolved_at >= resolved_since,
+                        firing,
+                        ~followed,
+                    ),
+                )
+            )
+            .order_by(Incident.id)
+            .limit(limit)
+        )
+        return result.all()
+
+    async def list_quiet_escalations(
+        self, *, resolved_before: datetime, limit: int = 50
+    ) -> Sequence[Incident]:
+        """Escalated incidents with no firing alert, whose last alert resolved before `resolved_before`."""
+        firing = (
+            select(IncidentAlert.id)
+            .where(IncidentAlert.incident_id == Incident.id, IncidentAlert.status == "firing")
+            .exists()
+        )
+        last_end = (
+            select(func.max(IncidentAlert.ends_at))
+            .where(IncidentAlert.incident_id == Incident.id)
+            .scalar_subquery()
+        )
+        result = await self.session.scalars(
+            select(Incident)
+            .where(
+                Incident.status == IncidentStatus.ESCALATED.value,
+                ~firing,
+                or_(last_end.is_(None), last_end < resolved_before),
+                Incident.updated_at < resolved_before,
+            )
+            .order_by(Incident.id)
+            .limit(limit)
+        )
+        return result.all()
 
     async def count_firing_alerts(self, incident_id: int) -> int:
         count = await self.session.scalar(
@@ -160,6 +274,33 @@ class IncidentRepository:
                     ),
                 )
             )
+            .order_by(Incident.id)
+            .limit(limit)
+        )
+        return result.all()
+
+    async def list_unattended(
+        self, *, statuses: Sequence[str], stale_before: datetime, limit: int = 50
+    ) -> Sequence[int]:
+        """Incidents in `statuses` with no live action: none queued, and none running whose lease
+        ended after `stale_before` (a worker would still take that one over)."""
+        live = (
+            select(Action.id)
+            .where(
+                Action.incident_id == Incident.id,
+                or_(
+                    Action.status == ActionStatus.QUEUED.value,
+                    and_(
+                        Action.status == ActionStatus.RUNNING.value,
+                        Action.lease_expires_at >= stale_before,
+                    ),
+                ),
+            )
+            .exists()
+        )
+        result = await self.session.scalars(
+            select(Incident.id)
+            .where(Incident.status.in_(list(statuses)), ~live)
             .order_by(Incident.id)
             .limit(limit)
         )
@@ -234,7 +375,8 @@ class IncidentRepository:
         received_at: datetime,
         ends_at: datetime | None = None,
     ) -> bool:
-        """Record an alert on the incident; False when this fingerprint + startsAt was already recorded."""
+        """Record an alert on the incident; False when this fingerprint + startsAt was already recorded
+        on it."""
         insert = _insert_for(self.session)
         statement = (
             insert(IncidentAlert)
@@ -251,7 +393,7 @@ class IncidentRepository:
                 received_at=received_at,
                 ends_at=ends_at,
             )
-            .on_conflict_do_nothing(index_elements=["fingerprint", "starts_at"])
+            .on_conflict_do_nothing(index_elements=["fingerprint", "starts_at", "incident_id"])
             .returning(IncidentAlert.id)
         )
         inserted = await self.session.scalar(statement)
@@ -313,6 +455,24 @@ class IncidentRepository:
         # The whole row in one round trip: this is on the path from webhook to queued action.
         return result.scalar_one_or_none()
 
+    async def hand_back_analysis(
+        self, incident_ids: Sequence[int], *, owner: str, now: datetime
+    ) -> list[int]:
+        """End `owner`'s analysis leases on these incidents now (it is stopping): the next sweep,
+        any process's, analyses them again. Returns the ids whose lease was handed back."""
+        result = await self.session.execute(
+            update(Incident)
+            .where(
+                Incident.id.in_(list(incident_ids)),
+                Incident.lease_owner == owner,
+                Incident.status == IncidentStatus.ANALYZING.value,
+            )
+            .values(lease_expires_at=now)
+            .returning(Incident.id),
+            execution_options={"synchronize_session": False},
+        )
+        return list(result.scalars().all())
+
 
 class ActionRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -358,8 +518,7 @@ class ActionRepository:
         self,
         *,
         service: str,
-        type: str,
-        params: dict[str, Any],
+        request: ActionRequest,
         incident_id: int | None,
         manual: bool,
         requested_by: str,
@@ -369,8 +528,8 @@ class ActionRepository:
         action = Action(
             incident_id=incident_id,
             service=service,
-            type=type,
-            params=params,
+            type=request.type.value,
+            params=request.to_params(),
             status=ActionStatus.QUEUED.value,
             phase=ActionPhase.PENDING.value,
             manual=manual,
@@ -460,6 +619,28 @@ class ActionRepository:
         if renewed:
             action.lease_expires_at = now + lease
         return renewed
+
+    async def hand_back(self, action_id: int, *, owner: str, now: datetime) -> Action | None:
+        """End this worker's lease now, keeping the action running in its recorded phase, so the next
+        claim (any worker's) continues it at once. None when the lease is not `owner`'s any more."""
+        result = await self.session.execute(
+            update(Action)
+            .where(
+                Action.id == action_id,
+                Action.lease_owner == owner,
+                Action.status == ActionStatus.RUNNING.value,
+            )
+            .values(lease_expires_at=now, updated_at=now)
+            .returning(Action),
+            execution_options={"synchronize_session": False},
+        )
+        return result.scalar_one_or_none()
+
+    async def next_lease_expiry(self) -> datetime | None:
+        """When the soonest lease of a running action ends (its action can be taken over then)."""
+        return await self.session.scalar(
+            select(func.min(Action.lease_expires_at)).where(Action.status == ActionStatus.RUNNING.value)
+        )
 
     async def cancel_queued_for_incident(self, incident_id: int, *, now: datetime) -> int:
         """Cancel the incident's queued actions, skipping one a worker is claiming right now.

@@ -7,11 +7,17 @@
       └──────────┴────────────┴──> closed (the alert resolved before any action, or nothing to do)
 
 `escalated` stays active for grouping (new alerts for the service join it, so a human gets one
-incident, not a storm) until its alerts resolve; `resolved`, `failed` and `closed` are final.
+incident, not a storm) until its alerts have resolved for a grace, or for at most a limit of time
+(incidents/lifecycle.py); `resolved`, `failed` and `closed` are final.
+
+Re-analysis: an `escalated`, `suppressed` or `awaiting_approval` incident goes back to `open` when the
+world changes under it (a new revision takes traffic, traffic moves, a new alert joins, an approval
+expires), and is analysed again on fresh evidence: each round is a line of its timeline.
 
 A few transitions are a human's alone (`HUMAN_TRANSITIONS`): a manual command may queue an action on an
-incident Remediator escalated or suppressed, or decide a fresh incident without analysis. The state
-machine refuses them to anything but a human, so Remediator can never take a second automatic action.
+incident Remediator escalated or suppressed, or decide a fresh incident without analysis; a human may
+escalate or close any active incident. The state machine refuses them to anything but a human, so
+Remediator can never take a second automatic action.
 """
 
 from __future__ import annotations
@@ -43,12 +49,12 @@ TRANSITIONS: dict[IncidentStatus, frozenset[IncidentStatus]] = {
     # A restart re-enters `analyzing` for incidents left there (analyzing -> analyzing is a retry).
     S.ANALYZING: frozenset({S.ANALYZING, S.DECIDED, S.CLOSED, S.FAILED}),
     S.DECIDED: frozenset({S.AWAITING_APPROVAL, S.QUEUED, S.SUPPRESSED, S.ESCALATED, S.CLOSED}),
-    S.AWAITING_APPROVAL: frozenset({S.QUEUED, S.CLOSED, S.ESCALATED}),
+    S.AWAITING_APPROVAL: frozenset({S.QUEUED, S.CLOSED, S.ESCALATED, S.OPEN}),
     S.QUEUED: frozenset({S.ACTING, S.CLOSED, S.FAILED}),
-    S.SUPPRESSED: frozenset({S.CLOSED}),
+    S.SUPPRESSED: frozenset({S.CLOSED, S.OPEN}),
     S.ACTING: frozenset({S.VERIFYING, S.FAILED, S.ESCALATED}),
     S.VERIFYING: frozenset({S.RESOLVED, S.ESCALATED}),
-    S.ESCALATED: frozenset({S.CLOSED}),
+    S.ESCALATED: frozenset({S.CLOSED, S.OPEN}),
     S.RESOLVED: frozenset(),
     S.FAILED: frozenset(),
     S.CLOSED: frozenset(),
@@ -59,11 +65,20 @@ HUMAN_TRANSITIONS: frozenset[tuple[IncidentStatus, IncidentStatus]] = frozenset(
         (S.OPEN, S.DECIDED),
         (S.ESCALATED, S.QUEUED),
         (S.SUPPRESSED, S.QUEUED),
+        # A human takes any active incident out of Remediator's hands (incidents/handover.py).
+        (S.OPEN, S.ESCALATED),
+        (S.ANALYZING, S.ESCALATED),
+        (S.QUEUED, S.ESCALATED),
+        (S.SUPPRESSED, S.ESCALATED),
+        (S.ACTING, S.CLOSED),
+        (S.VERIFYING, S.CLOSED),
     }
 )
 
 FINAL_STATUSES: frozenset[IncidentStatus] = frozenset({S.RESOLVED, S.FAILED, S.CLOSED})
 ACTIVE_STATUSES: frozenset[IncidentStatus] = frozenset(set(IncidentStatus) - FINAL_STATUSES)
+# Statuses that wait on the world (or a human) and are analysed again when it changes under them.
+REANALYSABLE_STATUSES: frozenset[IncidentStatus] = frozenset({S.ESCALATED, S.SUPPRESSED, S.AWAITING_APPROVAL})
 # Statuses in which an action has been, or is being, applied to Cloud Run.
 ACTED_STATUSES: frozenset[IncidentStatus] = frozenset({S.ACTING, S.VERIFYING, S.RESOLVED})
 

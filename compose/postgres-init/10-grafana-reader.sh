@@ -26,7 +26,8 @@ psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet \
 CREATE ROLE :"group" NOLOGIN;
 CREATE ROLE :"login" LOGIN PASSWORD :'login_password' IN ROLE :"group";
 -- Belt and braces on top of the grants: its sessions cannot write even where a grant would allow
--- it, and a runaway panel query is cut off instead of holding a connection of the store.
+-- it, and a runaway panel query is cut off instead of holding a connection of the store. Migration
+-- 0003 sets the same two for this database on every login of the group, wherever the store runs.
 ALTER ROLE :"login" SET default_transaction_read_only = on;
 ALTER ROLE :"login" SET statement_timeout = '10s';
 SQL

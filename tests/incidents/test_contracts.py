@@ -1,12 +1,27 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
 
-from incidents import Decision, IncidentContext, format_rfc3339
+from incidents import (
+    ActionKind,
+    ActionRequest,
+    ActionType,
+    Decision,
+    IncidentContext,
+    InvalidAction,
+    ReleaseAction,
+    RollbackAction,
+    ScaleAction,
+    ScaleChange,
+    describe_decision,
+    format_rfc3339,
+    read_action,
+)
 
 EXAMPLE_CONTEXT = {
     "schema": "incident-context/v1",
@@ -114,3 +129,80 @@ def test_decision_requires_what_its_action_needs() -> None:
         {"action": "ROLLBACK", "target_revision": "demo-app-a-00002", "confidence": 0.92, "engine": "rules"}
     )
     assert decision.to_json_dict()["action"] == "ROLLBACK"
+
+
+@pytest.mark.parametrize(
+    ("request_", "stored_type", "stored_params", "words"),
+    [
+        (
+            RollbackAction(target_revision="a-00001", from_revision="a-00002", decision_engine="rules"),
+            "ROLLBACK",
+            {"decision_engine": "rules", "target_revision": "a-00001", "from_revision": "a-00002"},
+            "roll back a to a-00001",
+        ),
+        (
+            RollbackAction(target_revision="a-00001"),
+            "ROLLBACK",
+            {"target_revision": "a-00001"},
+            "roll back a to a-00001",
+        ),
+        (
+            ScaleAction(min_instances=1, max_instances=8, decision_engine="hybrid"),
+            "SCALE_UP",
+            {"decision_engine": "hybrid", "min_instances": 1, "max_instances": 8},
+            "scale a to min 1 / max 8 instances",
+        ),
+        (
+            ScaleAction(type=ActionKind.SCALE, min_instances=0, max_instances=3),
+            "SCALE",
+            {"min_instances": 0, "max_instances": 3},
+            "scale a to min 0 / max 3 instances",
+        ),
+        (ReleaseAction(), "RELEASE", {}, "release a to its latest ready revision"),
+    ],
+)
+def test_actions_are_stored_as_type_and_params_and_read_back_the_same(
+    request_: ActionRequest, stored_type: str, stored_params: dict, words: str
+) -> None:
+    assert (request_.type.value, request_.to_params()) == (stored_type, stored_params)
+    assert read_action(stored_type, json.loads(json.dumps(stored_params))) == request_
+    assert request_.describe("a") == words
+
+
+@pytest.mark.parametrize(
+    ("stored_type", "stored_params", "reason"),
+    [
+        ("ROLLBACK", {}, "target_revision: Field required"),
+        ("ROLLBACK", {"target_revision": ""}, "target_revision: String should have at least 1 character"),
+        ("SCALE", {"min_instances": 4, "max_instances": 2}, "min_instances must not exceed max_instances"),
+        ("SCALE_UP", {"min_instances": 1, "max_instances": "many"}, "max_instances: Input should be"),
+        ("SCALE_UP", None, "min_instances: Field required"),
+        ("DELETE_EVERYTHING", {}, "unknown action type 'DELETE_EVERYTHING'"),
+        ("INVESTIGATE", {}, "unknown action type 'INVESTIGATE'"),
+    ],
+)
+def test_a_stored_action_that_does_not_validate_is_named_with_its_reason(
+    stored_type: str, stored_params: dict | None, reason: str
+) -> None:
+    with pytest.raises(InvalidAction, match=re.escape(reason)):
+        read_action(stored_type, stored_params)
+
+
+def test_a_decision_asks_for_the_action_it_names_and_describes_it_the_same_way() -> None:
+    rollback = Decision(
+        action=ActionType.ROLLBACK, target_revision="a-00001", confidence=0.9, engine="gemini"
+    )
+    assert rollback.action_request(from_revision="a-00002") == RollbackAction(
+        target_revision="a-00001", from_revision="a-00002", decision_engine="gemini"
+    )
+    scale = Decision(
+        action=ActionType.SCALE_UP, scale=ScaleChange(min_instances=1, max_instances=6), confidence=0.9
+    )
+    assert scale.action_request() == ScaleAction(min_instances=1, max_instances=6, decision_engine="rules")
+    assert describe_decision(rollback) == "roll back to a-00001"
+    assert describe_decision(scale) == "scale to min 1 / max 6 instances"
+    for action in (ActionType.INVESTIGATE, ActionType.NONE):
+        decision = Decision(action=action, confidence=0.5)
+        assert describe_decision(decision) == action.value.lower()
+        with pytest.raises(ValueError, match="asks for no action"):
+            decision.action_request()

@@ -86,3 +86,13 @@ def test_final_statuses_have_no_way_out_and_every_status_is_classified() -> None
             seen.add(current)
             frontier |= set(TRANSITIONS[current]) - seen
         assert seen & FINAL_STATUSES, status
+
+
+def test_a_human_may_escalate_or_close_any_active_incident_and_remediator_may_not() -> None:
+    for status in ACTIVE_STATUSES:
+        assert check_transition(status, S.CLOSED, by_human=True) is S.CLOSED
+        if status is not S.ESCALATED:
+            assert check_transition(status, S.ESCALATED, by_human=True) is S.ESCALATED
+    for source, target in [(S.ACTING, S.CLOSED), (S.VERIFYING, S.CLOSED), (S.QUEUED, S.ESCALATED)]:
+        with pytest.raises(IllegalTransition):
+            check_transition(source, target)

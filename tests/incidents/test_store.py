@@ -9,10 +9,22 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from incidents import ActionStatus, IllegalTransition, IncidentNotFound, IncidentStatus, StoreUnavailable
-from incidents.db import Store, StoreConfig, resolve_database_url
-from incidents.migrate import current_revision, head_revision, is_up_to_date
-from incidents.repository import ActionRepository, IncidentRepository
+from incidents import (
+    ActionRepository,
+    ActionStatus,
+    IllegalTransition,
+    IncidentNotFound,
+    IncidentRepository,
+    IncidentStatus,
+    RollbackAction,
+    Store,
+    StoreConfig,
+    StoreUnavailable,
+    current_revision,
+    head_revision,
+    is_up_to_date,
+    resolve_database_url,
+)
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -181,8 +193,7 @@ async def enqueue(store: Store, service: str, *, at: datetime = T0, manual: bool
     async with store.session() as session:
         action = await ActionRepository(session).enqueue(
             service=service,
-            type="ROLLBACK",
-            params={"target_revision": f"{service}-00001"},
+            request=RollbackAction(target_revision=f"{service}-00001"),
             incident_id=None,
             manual=manual,
             requested_by="test",

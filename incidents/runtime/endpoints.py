@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -14,12 +17,19 @@ def liveness() -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-async def readiness(store: Store) -> web.Response:
+log = logging.getLogger("incidents.endpoints")
+
+
+async def readiness(store: Store, *, warnings: Sequence[str] = ()) -> web.Response:
+    """200 when the store answers. The answer names no host, user or path (probes and whoever can
+    reach the port read it); why the store is unreachable goes to the log."""
+    extra: dict[str, object] = {"warnings": list(warnings)} if warnings else {}
     try:
         await store.ping()
     except StoreUnavailable as exc:
-        return web.json_response({"status": "unavailable", "store": exc.message}, status=503)
-    return web.json_response({"status": "ready", "store": "ok"})
+        log.warning("not ready: %s", exc.message)
+        return web.json_response({"status": "unavailable", "store": "unreachable", **extra}, status=503)
+    return web.json_response({"status": "ready", "store": "ok", **extra})
 
 
 def metrics_exposition(registry: CollectorRegistry) -> web.Response:
