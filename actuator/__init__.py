@@ -1,7 +1,8 @@
 """The write side: executes queued actions on Cloud Run, verifies recovery, records the MTTR."""
 
-from actuator.app import create_app, worker_context
-from actuator.cloudrun import CloudRunChanger
+from actuator.annotations import GrafanaAnnotations
+from actuator.app import create_app, open_action_worker, worker_context
+from actuator.cloudrun import OPERATION_POLLING, CloudRunChanger
 from actuator.config import ActuatorConfig, GrafanaConfig, RetryConfig, VerifyConfig
 from actuator.exceptions import (
     ActionRefused,
@@ -12,24 +13,29 @@ from actuator.exceptions import (
     TransientCloudRunError,
 )
 from actuator.metrics import ActuatorMetrics
-from actuator.verification import RecoveryVerifier
+from actuator.verification import Check, RecoveryVerifier, VerificationResult
 from actuator.worker import ActionWorker
 
 __all__ = [
+    "OPERATION_POLLING",
     "ActionRefused",
     "ActionWorker",
     "ActuatorConfig",
     "ActuatorError",
     "ActuatorMetrics",
+    "Check",
     "CloudRunCallFailed",
     "CloudRunChanger",
+    "GrafanaAnnotations",
     "GrafanaConfig",
     "LeaseLost",
     "PermanentCloudRunError",
     "RecoveryVerifier",
     "RetryConfig",
     "TransientCloudRunError",
+    "VerificationResult",
     "VerifyConfig",
     "create_app",
+    "open_action_worker",
     "worker_context",
 ]

@@ -4,6 +4,8 @@ RemediatorError (incidents.exceptions)
 └── ActuatorError
     ├── CloudRunCallFailed        a Cloud Run Admin API call failed
     │   ├── PermanentCloudRunError    400/403/404/409: retrying cannot help; the API's message kept
+    │   │   └── ServiceChanged        an update carrying the etag it read was refused: the service
+    │   │                             changed since (ABORTED, or FAILED_PRECONDITION)
     │   └── TransientCloudRunError    429/5xx/timeouts, after every retry was spent
     ├── ActionRefused             the action is no longer safe when it is about to run
     │                             (e.g. the rollback target is not ready any more)
@@ -26,6 +28,10 @@ class CloudRunCallFailed(ActuatorError):
 
 
 class PermanentCloudRunError(CloudRunCallFailed):
+    pass
+
+
+class ServiceChanged(PermanentCloudRunError):
     pass
 
 

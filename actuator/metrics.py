@@ -44,6 +44,13 @@ class ActuatorMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.lease_events = Counter(
+            "remediator_action_lease_events_total",
+            "Action lease events: renewal_failed (retried), lost (the work stopped), handed_back "
+            "(on shutdown), taken_over (claimed after another worker's lease ended).",
+            ["event"],
+            registry=registry,
+        )
         self.annotations = Counter(
             "remediator_annotations_total",
             "Grafana annotations posted, by result (ok, error).",

@@ -1,8 +1,17 @@
 """Proving recovery with fresh metrics on the revisions that serve the service now.
 
 Healthy means: enough traffic to judge (the same minimum request rate as the alerts), error ratio and
-p95 under the thresholds, for `consecutive_checks` checks in a row. Too little traffic is never
-counted as healthy: a check without traffic resets the count.
+p95 known and under the thresholds, for `consecutive_checks` checks in a row. Too little traffic, or
+a figure that cannot be read, is never counted as healthy: such a check resets the count.
+
+A check that fails (Cloud Run cannot say which revisions serve, Prometheus or the store is down) is an
+unhealthy check with the reason, never an error that ends verification: the verifier keeps checking
+until recovery holds or the deadline passes, and no check runs past the deadline.
+
+The window read is the metrics profile's (`PrometheusSource.data_window`): at least two sampling
+periods, ending at the newest data that can be readable. With `fresh_data_only` (the `cloud-run`
+profile, whose samples arrive minutes late) a check counts only once that whole window lies after
+the verification began, i.e. after the change: figures from before the rollback prove nothing.
 """
 
 from __future__ import annotations
@@ -15,10 +24,12 @@ from datetime import datetime, timedelta
 
 from actuator.config import VerifyConfig
 from collector import HealthThresholds, PrometheusSource, SourceFailed
-from incidents import Figures
-from incidents.models import utcnow
+from incidents import Figures, RemediatorError, utcnow
 
 log = logging.getLogger(__name__)
+
+# Which revisions serve the service now: read (from Cloud Run) when a check needs them.
+ServingRevisions = Callable[[], Awaitable[list[str]]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,14 +57,14 @@ def judge(figures: Figures, thresholds: HealthThresholds) -> tuple[bool, str]:
         problems.append("error ratio unknown")
     elif figures.error_rate > thresholds.error_rate:
         problems.append(f"errors {figures.error_rate:.1%} > {thresholds.error_rate:.1%}")
-    if figures.latency_p95_ms is not None and figures.latency_p95_ms > thresholds.latency_p95_ms:
+    # An unknown p95 is unknown, not fast: latency is half of what the alerts watch.
+    if figures.latency_p95_ms is None:
+        problems.append("p95 unknown")
+    elif figures.latency_p95_ms > thresholds.latency_p95_ms:
         problems.append(f"p95 {figures.latency_p95_ms:.0f} ms > {thresholds.latency_p95_ms:.0f} ms")
     if problems:
         return False, ", ".join(problems)
-    return True, (
-        f"{rate:.1f}/s, errors {figures.error_rate:.1%}, p95 "
-        + (f"{figures.latency_p95_ms:.0f} ms" if figures.latency_p95_ms is not None else "n/a")
-    )
+    return True, f"{rate:.1f}/s, errors {figures.error_rate:.1%}, p95 {figures.latency_p95_ms:.0f} ms"
 
 
 class RecoveryVerifier:
@@ -72,8 +83,23 @@ class RecoveryVerifier:
         self._sleep = sleep
         self._clock = clock
 
-    async def check(self, service: str, revisions: list[str]) -> Check:
+    async def check(self, service: str, revisions: list[str], *, since: datetime | None = None) -> Check:
         now = self._clock()
+        if since is not None:
+            at, window = self.prometheus.data_window(now, self.config.window_seconds)
+            starts = at - timedelta(seconds=window)
+            if starts < since:
+                ready = since + (now - starts)
+                return Check(
+                    at=now,
+                    figures=None,
+                    healthy=False,
+                    reason=(
+                        f"waiting for metrics from after the change: the newest readable {window}s window "
+                        f"starts {(since - starts).total_seconds():.0f}s before it (ready about "
+                        f"{ready:%H:%M:%S})"
+                    ),
+                )
         try:
             figures = await self.prometheus.revisions_window(
                 service, revisions, at=now, window=self.config.window_seconds
@@ -86,7 +112,7 @@ class RecoveryVerifier:
     async def verify(
         self,
         service: str,
-        revisions: list[str],
+        serving: ServingRevisions,
         *,
         deadline: datetime,
         on_check: Callable[[Check, int], Awaitable[None]] | None = None,
@@ -94,8 +120,10 @@ class RecoveryVerifier:
         """Poll until `consecutive_checks` healthy checks in a row, or until `deadline`."""
         streak = checks = 0
         last: Check | None = None
+        # verify() starts right after the change is applied: its start is the change's time.
+        since = self._clock() if self.config.fresh_data_only else None
         while True:
-            last = await self.check(service, revisions)
+            last = await self._bounded_check(service, serving, since=since, deadline=deadline)
             checks += 1
             streak = streak + 1 if last.healthy else 0
             if on_check is not None:
@@ -110,3 +138,23 @@ class RecoveryVerifier:
                     reason=f"no recovery by the deadline; last check: {last.reason}",
                 )
             await self._sleep(self.config.interval)
+
+    async def _bounded_check(
+        self, service: str, serving: ServingRevisions, *, since: datetime | None, deadline: datetime
+    ) -> Check:
+        """One check that ends by the deadline (a worker taking over after it still gets one check
+        of `interval` seconds) and turns every failure into an unhealthy check with its reason."""
+        started = self._clock()
+        budget = max((deadline - started).total_seconds(), self.config.interval)
+        try:
+            async with asyncio.timeout(budget):
+                revisions = await serving()
+                return await self.check(service, revisions, since=since)
+        except TimeoutError:
+            reason = f"the check did not finish within {budget:.0f}s"
+        except RemediatorError as exc:  # Cloud Run after its retries, the store, a source
+            reason = f"could not check: {exc.message}"
+        except Exception as exc:
+            log.warning("verification check failed", exc_info=True, extra={"service": service})
+            reason = f"could not check: {type(exc).__name__}: {exc}"[:500]
+        return Check(at=started, figures=None, healthy=False, reason=reason)

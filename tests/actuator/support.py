@@ -8,13 +8,29 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from actuator import ActionWorker, ActuatorConfig, ActuatorMetrics, CloudRunChanger, RetryConfig, VerifyConfig
-from actuator.verification import Check, VerificationResult
+from actuator import (
+    ActionWorker,
+    ActuatorConfig,
+    ActuatorMetrics,
+    Check,
+    CloudRunChanger,
+    RetryConfig,
+    VerificationResult,
+    VerifyConfig,
+)
 from collector import CloudRunClients
-from incidents import ActionType, Decision, IncidentStatus
-from incidents.db import Store
-from incidents.models import utcnow
-from incidents.repository import ActionRepository, IncidentRepository
+from incidents import (
+    ActionRepository,
+    ActionType,
+    Decision,
+    IncidentRepository,
+    IncidentStatus,
+    Store,
+    database_now,
+    enqueue_action,
+    read_action,
+    utcnow,
+)
 from tests.demo_apps.cloudrun_harness import Emulator, revision_id, shop_template
 
 SERVICE = "checkout"
@@ -62,9 +78,9 @@ class ScriptedVerifier:
     calls: list[tuple[str, list[str]]] = field(default_factory=list)
 
     async def verify(
-        self, service: str, revisions: list[str], *, deadline: datetime, on_check: Any = None
+        self, service: str, serving: Any, *, deadline: datetime, on_check: Any = None
     ) -> VerificationResult:
-        self.calls.append((service, revisions))
+        self.calls.append((service, await serving()))
         check = Check(at=utcnow(), figures=None, healthy=self.recovered, reason="scripted")
         return VerificationResult(
             recovered=self.recovered,
@@ -83,17 +99,25 @@ def make_worker(
     lease: timedelta = timedelta(seconds=30),
     clock: Any = utcnow,
     owner: str | None = None,
+    poll_interval: float = 0.05,
+    verify: VerifyConfig | None = None,
+    **config: Any,
 ) -> ActionWorker:
+    """A worker on `store` and `clients`; `config` sets further ActuatorConfig fields."""
     metrics = ActuatorMetrics(CollectorRegistry())
-    config = ActuatorConfig(
-        lease=lease, poll_interval=0.05, retry=retry, verify=VerifyConfig(timeout=timedelta(seconds=30))
+    actuator_config = ActuatorConfig(
+        lease=lease,
+        poll_interval=poll_interval,
+        retry=retry,
+        verify=verify or VerifyConfig(timeout=timedelta(seconds=30)),
+        **config,
     )
     return ActionWorker(
         store=store,
         changer=CloudRunChanger(clients, retry=retry, metrics=metrics),
         verifier=verifier or ScriptedVerifier(),
         metrics=metrics,
-        config=config,
+        config=actuator_config,
         clock=clock,
         owner=owner,
     )
@@ -123,16 +147,18 @@ async def queue(
         incident.decision = decision.to_json_dict()
         for status in (IncidentStatus.ANALYZING, IncidentStatus.DECIDED, IncidentStatus.QUEUED):
             await incidents.transition(incident, status, actor="test", message=status.value, now=now)
-        action = await ActionRepository(session).enqueue(
-            service=service,
-            type=action_type,
-            params=params,
-            incident_id=incident.id,
-            manual=False,
-            requested_by="analyzer",
-            now=now,
+        action = await enqueue_action(
+            store, session, incident, read_action(action_type, params), requested_by="analyzer", now=now
         )
         return incident.id, action.id
+
+
+async def expire_lease(store: Store, action_id: int) -> None:
+    """Time passes for a dead worker's lease: it ended a second ago, on the database's clock (which
+    leases are compared on, whatever a worker's own clock says)."""
+    async with store.session() as session:
+        action = await ActionRepository(session).get(action_id, for_update=True)
+        action.lease_expires_at = await database_now(session) - timedelta(seconds=1)
 
 
 async def state(store: Store, incident_id: int, action_id: int) -> tuple[Any, Any, list[str]]:

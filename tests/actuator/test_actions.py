@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+from google.cloud import run_v2
 
 from actuator import RetryConfig
 from collector import CloudRunClients
-from incidents.db import Store
+from incidents import ActionRepository, Store
 from tests.actuator.support import (
     SERVICE,
     ScriptedVerifier,
@@ -22,6 +24,8 @@ from tests.actuator.support import (
     state,
 )
 from tests.demo_apps.cloudrun_harness import Emulator, revision_id, running_emulator
+
+TrafficType = run_v2.TrafficTargetAllocationType
 
 
 @pytest.fixture
@@ -224,3 +228,157 @@ async def test_a_missing_service_fails_fast_with_the_api_message(
     assert (action.status, incident.status) == ("failed", "failed")
     assert action.error.startswith("GetService failed: 404")
     assert worker.metrics.cloud_run_calls.labels("GetService", "retried")._value.get() == 0
+
+
+@pytest.mark.parametrize(
+    ("stored_type", "stored_params", "reason"),
+    [
+        ("ROLLBACK", {"decision_engine": "rules"}, "target_revision: Field required"),
+        ("SCALE_UP", {"min_instances": 9, "max_instances": 2}, "min_instances must not exceed max_instances"),
+        ("RESTART", {}, "unknown action type 'RESTART'"),
+    ],
+)
+async def test_a_stored_action_that_does_not_validate_fails_with_its_reason_and_the_worker_goes_on(
+    store: Store,
+    emulator: Emulator,
+    clients: CloudRunClients,
+    stored_type: str,
+    stored_params: dict,
+    reason: str,
+) -> None:
+    deployed = await deploy_stable_then_bad(emulator)
+    incident_id, action_id = await queue(store, SERVICE, "ROLLBACK", {"target_revision": deployed.stable})
+    async with store.session() as session:  # a row written by something that broke the contract
+        row = await ActionRepository(session).get(action_id)
+        row.type, row.params = stored_type, stored_params
+    changes_before = operation_count(emulator)
+    worker = make_worker(store, clients)
+    assert await worker.run_once() == action_id
+    incident, action, events = await state(store, incident_id, action_id)
+    assert (action.status, incident.status) == ("failed", "failed")
+    assert reason in action.error and reason in incident.status_reason
+    assert "action.failed" in events
+    assert operation_count(emulator) == changes_before  # nothing was changed on Cloud Run
+
+    incident_id, action_id = await queue(store, SERVICE, "ROLLBACK", {"target_revision": deployed.stable})
+    assert await worker.run_once() == action_id
+    incident, action, _ = await state(store, incident_id, action_id)
+    assert (action.status, incident.status) == ("succeeded", "resolved")
+
+
+async def test_a_running_worker_takes_a_queued_action_at_once_not_at_its_poll(
+    store: Store, emulator: Emulator, clients: CloudRunClients
+) -> None:
+    deployed = await deploy_stable_then_bad(emulator)
+    worker = make_worker(store, clients, poll_interval=60)
+    await worker.start()
+    try:
+        await asyncio.sleep(0.5)  # the worker found nothing and waits (PostgreSQL: and listens)
+        incident_id, action_id = await queue(store, SERVICE, "ROLLBACK", {"target_revision": deployed.stable})
+        async with asyncio.timeout(15):
+            while (await state(store, incident_id, action_id))[1].status != "succeeded":
+                await asyncio.sleep(0.05)
+    finally:
+        await worker.stop()
+    assert traffic(await emulator.get(SERVICE)) == {deployed.stable: 100}
+
+
+async def set_tagged_traffic(
+    emulator: Emulator, targets: list[tuple[str, int, str | None]]
+) -> run_v2.Service:
+    """(revision or LATEST, percent, tag) targets, set the way a client does: get, edit, update."""
+    service = await emulator.get(SERVICE)
+    del service.traffic[:]
+    for revision, percent, tag in targets:
+        latest = revision == "LATEST"
+        service.traffic.append(
+            run_v2.TrafficTarget(
+                type_=TrafficType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
+                if latest
+                else TrafficType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+                revision="" if latest else revision,
+                percent=percent,
+                tag=tag or "",
+            )
+        )
+    operation = await emulator.call(emulator.services.update_service, service=service)
+    return await emulator.wait(operation)
+
+
+def targets_of(service: run_v2.Service) -> set[tuple[str, int, str]]:
+    return {
+        (revision_id(t.revision) if t.revision else "LATEST", int(t.percent), t.tag) for t in service.traffic
+    }
+
+
+async def test_a_rollback_keeps_the_services_traffic_tags(
+    store: Store, emulator: Emulator, clients: CloudRunClients
+) -> None:
+    deployed = await deploy_stable_then_bad(emulator)
+    await set_tagged_traffic(
+        emulator, [(deployed.bad, 100, "current"), (deployed.stable, 0, "stable"), ("LATEST", 0, "latest")]
+    )
+    incident_id, action_id = await queue(store, SERVICE, "ROLLBACK", {"target_revision": deployed.stable})
+    await make_worker(store, clients).run_once()
+    service = await emulator.get(SERVICE)
+    assert {name: share for name, share in traffic(service).items() if share} == {deployed.stable: 100}
+    # The tag on the target stays on its (now 100%) entry; the others keep their URLs at 0%.
+    assert targets_of(service) == {
+        (deployed.stable, 100, "stable"),
+        (deployed.bad, 0, "current"),
+        ("LATEST", 0, "latest"),
+    }
+    incident, _, _ = await state(store, incident_id, action_id)
+    assert incident.status == "resolved"
+    changes = operation_count(emulator)
+    await queue(store, SERVICE, "ROLLBACK", {"target_revision": deployed.stable})
+    await make_worker(store, clients).run_once()
+    assert operation_count(emulator) == changes  # in place (tags aside): nothing to change
+
+
+async def test_a_release_keeps_the_services_traffic_tags(
+    store: Store, emulator: Emulator, clients: CloudRunClients
+) -> None:
+    deployed = await deploy_stable_then_bad(emulator)
+    await set_tagged_traffic(emulator, [(deployed.stable, 100, "stable"), (deployed.bad, 0, "canary")])
+    await queue(store, SERVICE, "RELEASE", {})
+    await make_worker(store, clients).run_once()
+    service = await emulator.get(SERVICE)
+    assert targets_of(service) == {
+        ("LATEST", 100, ""),
+        (deployed.stable, 0, "stable"),
+        (deployed.bad, 0, "canary"),
+    }
+    changes = operation_count(emulator)
+    await queue(store, f"{SERVICE}", "RELEASE", {})  # already released (tags aside): nothing to change
+    await make_worker(store, clients).run_once()
+    assert operation_count(emulator) == changes
+
+
+async def test_the_allow_list_is_checked_again_when_the_action_runs(
+    store: Store, emulator: Emulator, clients: CloudRunClients
+) -> None:
+    """Queued before the settings changed (or by an older process): refused at execution."""
+    deployed = await deploy_stable_then_bad(emulator)
+    changes = operation_count(emulator)
+    incident_id, action_id = await queue(store, SERVICE, "ROLLBACK", {"target_revision": deployed.stable})
+    await make_worker(store, clients, allowed_services=frozenset({"payments"})).run_once()
+    incident, action, _ = await state(store, incident_id, action_id)
+    assert (action.status, incident.status) == ("failed", "failed")
+    assert action.error == "refused at execution: checkout is not in REMEDIATOR_ALLOWED_SERVICES"
+    assert operation_count(emulator) == changes
+
+
+async def test_the_scale_ceiling_is_checked_again_when_the_action_runs(
+    store: Store, emulator: Emulator, clients: CloudRunClients
+) -> None:
+    await deploy_stable_then_bad(emulator)
+    changes = operation_count(emulator)
+    incident_id, action_id = await queue(
+        store, SERVICE, "SCALE_UP", {"min_instances": 1, "max_instances": 50}
+    )
+    await make_worker(store, clients, max_instances_ceiling=20).run_once()
+    incident, action, _ = await state(store, incident_id, action_id)
+    assert (action.status, incident.status) == ("failed", "failed")
+    assert action.error == "refused at execution: max 50 instances exceeds REMEDIATOR_MAX_INSTANCES=20"
+    assert operation_count(emulator) == changes
