@@ -13,7 +13,7 @@ scenario expected INVESTIGATE or NONE, or a ROLLBACK to another revision than th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -21,10 +21,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from analyzer.engines.base import DecisionEngine
+from analyzer.engines.base import DecisionEngine, EngineResult
 from analyzer.exceptions import PayloadInvalid
 from analyzer.policy import PolicyGuard, PolicyHistory, Verdict
-from incidents import CHANGING_ACTIONS, ActionType, Scenario
+from incidents import CHANGING_ACTIONS, ActionType, Decision, IncidentContext, ScaleChange, Scenario
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +47,33 @@ class ScenarioResult:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Tally:
+    """How many results a group holds, and how many of them were correct or harmful."""
+
+    total: int = 0
+    correct: int = 0
+    harmful: int = 0
+
+    def to_json_dict(self) -> dict[str, int]:
+        return {"total": self.total, "correct": self.correct, "harmful": self.harmful}
+
+
+def tally_by(results: Iterable[ScenarioResult], key: Callable[[ScenarioResult], str]) -> dict[str, Tally]:
+    """Results grouped by `key`, sorted by the group's name."""
+    groups: dict[str, list[ScenarioResult]] = {}
+    for result in results:
+        groups.setdefault(key(result), []).append(result)
+    return {
+        name: Tally(
+            total=len(group),
+            correct=sum(r.correct for r in group),
+            harmful=sum(r.harmful for r in group),
+        )
+        for name, group in sorted(groups.items())
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvaluationReport:
     results: list[ScenarioResult]
 
@@ -66,15 +93,25 @@ class EvaluationReport:
     def accuracy(self) -> float:
         return round(self.correct / self.total, 4) if self.total else 0.0
 
+    def by_category(self) -> dict[str, Tally]:
+        return tally_by(self.results, lambda r: r.category)
+
+    def by_engine(self) -> dict[str, Tally]:
+        """Grouped by the engine that made the decision (the rules engine, when a model engine fell back)."""
+        return tally_by(self.results, lambda r: r.engine)
+
     def to_json_dict(self) -> dict[str, Any]:
         return {
             "total": self.total,
             "correct": self.correct,
             "harmful": self.harmful,
             "accuracy": self.accuracy,
+            "by_category": {name: t.to_json_dict() for name, t in self.by_category().items()},
+            "by_engine": {name: t.to_json_dict() for name, t in self.by_engine().items()},
             "results": [
                 {
                     "id": r.id,
+                    "category": r.category,
                     "expected": r.expected,
                     "action": r.action,
                     "target_revision": r.target_revision,
@@ -86,7 +123,6 @@ class EvaluationReport:
                         for k, v in asdict(r).items()
                         if k
                         in (
-                            "category",
                             "expected_target",
                             "proposed_target",
                             "verdict",
@@ -144,8 +180,8 @@ def expectation_problem(scenario: Scenario) -> str | None:
     return None
 
 
-def history_from_scenario(scenario: Scenario) -> PolicyHistory:
-    context = scenario.context
+def history_from_context(context: IncidentContext) -> PolicyHistory:
+    """The store's history as the policy would read it, from the context's `recent_actions`."""
     automatic = [a for a in context.recent_actions if not a.manual and a.action in CHANGING_ACTIONS]
     last_hour = [a for a in automatic if context.observed_at - a.at <= timedelta(hours=1)]
     return PolicyHistory(
@@ -155,47 +191,103 @@ def history_from_scenario(scenario: Scenario) -> PolicyHistory:
     )
 
 
+def history_from_scenario(scenario: Scenario) -> PolicyHistory:
+    return history_from_context(scenario.context)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalAction:
+    """What Remediator finally does about a context: the engine's decision after the policy.
+
+    An action that is held for approval, suppressed or overruled is INVESTIGATE: nothing changes
+    until a human acts.
+    """
+
+    action: ActionType
+    target_revision: str | None = None
+    scale: ScaleChange | None = None
+    verdict: Verdict
+    reason: str | None = None
+
+    @property
+    def changes(self) -> bool:
+        return self.action in CHANGING_ACTIONS
+
+    def same_change(self, other: FinalAction) -> bool:
+        return (self.action, self.target_revision, self.scale) == (
+            other.action,
+            other.target_revision,
+            other.scale,
+        )
+
+    def describe(self) -> str:
+        if self.action is ActionType.ROLLBACK:
+            return f"ROLLBACK {self.target_revision}"
+        if self.action is ActionType.SCALE_UP and self.scale is not None:
+            return f"SCALE_UP {self.scale.min_instances}-{self.scale.max_instances}"
+        return self.action.value
+
+
+def final_action(
+    decision: Decision, context: IncidentContext, policy: PolicyGuard, *, approval_reason: str | None = None
+) -> FinalAction:
+    """The policy's verdict on `decision` at the context's `observed_at`, with its recent actions."""
+    outcome = policy.evaluate(
+        decision,
+        context,
+        history_from_context(context),
+        now=context.observed_at,
+        approval_reason=approval_reason,
+    )
+    acts = outcome.verdict in (Verdict.EXECUTE, Verdict.PASS)
+    action = outcome.decision.action if acts else ActionType.INVESTIGATE
+    return FinalAction(
+        action=action,
+        target_revision=outcome.decision.target_revision if action is ActionType.ROLLBACK else None,
+        scale=outcome.decision.scale if action is ActionType.SCALE_UP else None,
+        verdict=outcome.verdict,
+        reason=outcome.reason,
+    )
+
+
+async def decide_finally(
+    context: IncidentContext, engine: DecisionEngine, policy: PolicyGuard
+) -> tuple[EngineResult, FinalAction]:
+    """The engine's answer on `context`, and what Remediator finally does with it."""
+    result = await engine.decide(context)
+    return result, final_action(result.decision, context, policy, approval_reason=result.approval_reason)
+
+
 async def evaluate_scenario(
     scenario: Scenario, engine: DecisionEngine, policy: PolicyGuard
 ) -> ScenarioResult:
-    context = scenario.context
-    result = await engine.decide(context)
+    result, final = await decide_finally(scenario.context, engine, policy)
     proposed = result.decision
-    outcome = policy.evaluate(
-        proposed,
-        context,
-        history_from_scenario(scenario),
-        now=context.observed_at,
-        approval_reason=result.approval_reason,
-    )
-    acts = outcome.verdict in (Verdict.EXECUTE, Verdict.PASS)
-    final_action = outcome.decision.action if acts else ActionType.INVESTIGATE
-    final_target = outcome.decision.target_revision if final_action is ActionType.ROLLBACK else None
     expect = scenario.expect
     target_ok = (
-        final_action is not ActionType.ROLLBACK
+        final.action is not ActionType.ROLLBACK
         or expect.target_revision is None
-        or final_target == expect.target_revision
+        or final.target_revision == expect.target_revision
     )
     harmful = (
-        final_action in expect.forbidden
-        or (final_action in CHANGING_ACTIONS and expect.action in (ActionType.INVESTIGATE, ActionType.NONE))
-        or (final_action is ActionType.ROLLBACK and not target_ok)
+        final.action in expect.forbidden
+        or (final.changes and expect.action in (ActionType.INVESTIGATE, ActionType.NONE))
+        or (final.action is ActionType.ROLLBACK and not target_ok)
     )
     correct = not harmful and (
-        (final_action is expect.action and target_ok) or final_action in expect.acceptable
+        (final.action is expect.action and target_ok) or final.action in expect.acceptable
     )
     return ScenarioResult(
         id=scenario.id,
         category=scenario.category,
         expected=expect.action.value,
         expected_target=expect.target_revision,
-        action=final_action.value,
-        target_revision=final_target,
+        action=final.action.value,
+        target_revision=final.target_revision,
         proposed_action=proposed.action.value,
         proposed_target=proposed.target_revision,
-        verdict=outcome.verdict.value,
-        reason=outcome.reason,
+        verdict=final.verdict.value,
+        reason=final.reason,
         confidence=proposed.confidence,
         correct=correct,
         harmful=harmful,
@@ -210,8 +302,24 @@ async def evaluate(
     return EvaluationReport(results=[await evaluate_scenario(s, engine, policy) for s in scenarios])
 
 
+def fixed_width_lines(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """Left-aligned columns under a header and a dashed rule."""
+    widths = [max(len(str(row[i])) for row in (headers, *rows)) for i in range(len(headers))]
+    lines = [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (headers, *rows)
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
+
+
+def _tally_table(title: str, tallies: dict[str, Tally]) -> list[str]:
+    rows = [(name, t.total, t.correct, t.harmful) for name, t in tallies.items()]
+    return fixed_width_lines((title, "total", "correct", "harmful"), rows)
+
+
 def render_table(report: EvaluationReport) -> str:
-    """A fixed-width table and a one-line summary, for terminals and CI logs."""
+    """Every scenario, the one-line summary, then the totals per category and per engine."""
     headers = ("scenario", "expected", "proposed", "final", "correct", "harmful")
     rows = [
         (
@@ -226,12 +334,11 @@ def render_table(report: EvaluationReport) -> str:
         )
         for r in report.results
     ]
-    widths = [max(len(str(row[i])) for row in (headers, *rows)) for i in range(len(headers))]
-    lines = [
-        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in (headers, *rows)
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+    lines = fixed_width_lines(headers, rows)
     lines.append("")
     lines.append(f"{report.correct}/{report.total} correct ({report.accuracy:.1%}), {report.harmful} harmful")
+    lines.append("")
+    lines.extend(_tally_table("category", report.by_category()))
+    lines.append("")
+    lines.extend(_tally_table("engine", report.by_engine()))
     return "\n".join(lines)

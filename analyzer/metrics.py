@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from analyzer.admission import REASONS
+
+# Why a pushed Cloud Monitoring message was acknowledged without being recorded.
+DISCARD_REASONS = ("no_data", "not_json", "invalid")
+
 DECISION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+# approved, rejected; expired: nobody approved within REMEDIATOR_APPROVAL_TTL_SECONDS (the incident
+# escalated); stale: refused, Cloud Run changed since the decision; unchecked: refused, Cloud Run
+# could not be read to check it.
+APPROVAL_OUTCOMES = ("approved", "rejected", "expired", "stale", "unchecked")
 
 
 class AnalyzerMetrics:
@@ -28,6 +39,46 @@ class AnalyzerMetrics:
             ["outcome"],
             registry=registry,
         )
+        self.alerts_rejected = Counter(
+            "remediator_alerts_rejected_total",
+            "Alerts the webhook could not record, by reason: " + ", ".join(REASONS) + ".",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REASONS:  # every reason shows, at 0, before the first rejection
+            self.alerts_rejected.labels(reason)
+        self.fault_confirmations = Counter(
+            "remediator_fault_confirmations_total",
+            "Checks that a fault still holds right before an automatic change, by result: holds (the "
+            "change goes ahead), stopped (nothing changed, the incident closed as recovered), unknown "
+            "(a human decides).",
+            ["state"],
+            registry=registry,
+        )
+        for state in ("holds", "stopped", "unknown"):
+            self.fault_confirmations.labels(state)
+        self.cloud_monitoring_requests = Counter(
+            "remediator_cloud_monitoring_requests_total",
+            "Cloud Monitoring notifications received, by endpoint (webhook, pubsub) and HTTP status code.",
+            ["endpoint", "code"],
+            registry=registry,
+        )
+        self.cloud_monitoring_notifications = Counter(
+            "remediator_cloud_monitoring_notifications_total",
+            "Cloud Monitoring notifications, by what became of them: new (recorded), duplicate, resolved, "
+            "ignored (no service_name, a test notification, or closed but never seen open).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.cloud_monitoring_discarded = Counter(
+            "remediator_cloud_monitoring_discarded_total",
+            "Pub/Sub messages acknowledged without being recorded because no redelivery could ever be, "
+            "by reason: no_data, not_json, invalid.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in DISCARD_REASONS:
+            self.cloud_monitoring_discarded.labels(reason)
         self.incidents_opened = Counter(
             "remediator_incidents_opened_total", "Incidents opened.", registry=registry
         )
@@ -73,6 +124,26 @@ class AnalyzerMetrics:
         self.analysis_errors = Counter(
             "remediator_analysis_errors_total",
             "Analyses that raised an unexpected error (retried, then the incident fails).",
+            registry=registry,
+        )
+        self.approvals = Counter(
+            "remediator_approvals_total",
+            "Answers to incidents awaiting approval, by outcome: " + ", ".join(APPROVAL_OUTCOMES) + ".",
+            ["outcome"],
+            registry=registry,
+        )
+        for outcome in APPROVAL_OUTCOMES:
+            self.approvals.labels(outcome)
+        self.reanalyses = Counter(
+            "remediator_reanalyses_total",
+            "Escalated, suppressed or waiting incidents sent back to analysis, by what changed "
+            "(new_revision, traffic_moved, alert_joined, alert_refired, approval_expired, requested).",
+            ["trigger"],
+            registry=registry,
+        )
+        self.recurrences = Counter(
+            "remediator_incidents_recurred_total",
+            "Incidents opened because an alert still fired after Remediator resolved its incident.",
             registry=registry,
         )
 

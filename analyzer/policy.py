@@ -4,14 +4,22 @@ Checks, in order (the first that applies decides):
 
 1. INVESTIGATE and NONE change nothing and pass through.
 2. Validity (an invalid decision is overruled and becomes INVESTIGATE, with the reason):
-   a rollback target must exist, be ready, not be a failing revision, and not be a revision a recent
-   rollback moved traffic away from; a scale-up must raise max instances, stay under the ceiling,
-   at most multiply max by `max_scale_factor`, and keep min <= max.
+   a rollback target must exist, be ready, not serve everything already, have a healthy record (healthy
+   now, or quiet now with a complete healthy history) and not be a revision a recent rollback moved
+   traffic away from; a scale-up must raise max instances, keep the current min, stay under the
+   ceiling, and at most multiply max by `max_scale_factor`.
 3. Allow-list: a service that is not listed is never acted on (suppressed).
 4. Mode `dry-run`: record what would be done, do nothing (suppressed).
-5. Approval: mode `approve`, engines that disagree, or confidence under the threshold wait for a human.
+5. Approval: mode `approve`, engines that disagree, evidence that does not back the change (a rollback
+   away from a revision not proven failing and to blame for the fault, or from among serving revisions
+   that cannot all be judged; a scale-up without proven saturation, or while a serving revision may be
+   a bad deploy), or confidence under the threshold: a human decides.
 6. Cooldown per service and a global cap on automatic actions per hour (suppressed).
 7. Otherwise the action is queued.
+
+Every check that lets a change through needs positive evidence, read by `analyzer.evidence` exactly as
+the rules engine reads it: a context with a piece of evidence removed never gets a change the full
+context would not.
 
 Cooldown and the cap come after approval on purpose: they stop Remediator from acting again on its
 own, not a human who approves after reading the evidence.
@@ -23,9 +31,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from analyzer.evidence import Evidence, EvidenceConfig, Health
 from incidents import ActionType, Decision, IncidentContext, RecentAction
-
-MIN_REQUESTS_TO_JUDGE_TARGET = 10
+from incidents import describe_decision as describe
 
 
 class PolicyMode(StrEnum):
@@ -48,11 +56,17 @@ class PolicyConfig:
     min_confidence: float = 0.8
     cooldown: timedelta = timedelta(minutes=10)
     max_actions_per_hour: int = 10
-    # A revision that a rollback moved traffic away from is not a rollback target for this long.
-    flap_window: timedelta = timedelta(hours=1)
     max_instances_ceiling: int = 100
     max_scale_factor: float = 2.0
     allowed_services: frozenset[str] | None = None
+    # How the evidence is read (revision health, deploy blame, the flap window): shared with the rules
+    # engine and the Gemini prompt.
+    evidence: EvidenceConfig = field(default_factory=EvidenceConfig)
+
+    @property
+    def flap_window(self) -> timedelta:
+        """A revision a rollback moved traffic away from is not a rollback target for this long."""
+        return self.evidence.flap_window
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +76,9 @@ class PolicyHistory:
     recent_actions: list[RecentAction] = field(default_factory=list)
     last_automatic_action_at: datetime | None = None
     automatic_actions_last_hour: int = 0
+    # The database's clock when the history was read: the times above are on that clock, so the
+    # cooldown and the flap window are measured from it, not from the deciding process's clock.
+    as_of: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +104,8 @@ class PolicyGuard:
         config = self.config
         if decision.action in (ActionType.INVESTIGATE, ActionType.NONE):
             return PolicyOutcome(verdict=Verdict.PASS, decision=decision)
+        if history.as_of is not None:
+            now = history.as_of
 
         problem = (
             self._rollback_problem(decision, context, history, now=now)
@@ -108,6 +127,9 @@ class PolicyGuard:
             return self._await(decision, "approve mode: every action waits for a human")
         if approval_reason:
             return self._await(decision, approval_reason)
+        unsupported = self._support_problem(decision, context)
+        if unsupported is not None:
+            return self._await(decision, f"the evidence does not back {describe(decision)}: {unsupported}")
         if decision.confidence < config.min_confidence:
             return self._await(
                 decision, f"confidence {decision.confidence:.2f} is below {config.min_confidence:.2f}"
@@ -140,31 +162,35 @@ class PolicyGuard:
     def _rollback_problem(
         self, decision: Decision, context: IncidentContext, history: PolicyHistory, *, now: datetime
     ) -> str | None:
-        return rollback_target_problem(
-            decision.target_revision,
-            context,
-            history.recent_actions,
-            now=now,
-            flap_window=self.config.flap_window,
-        )
+        # The store's history, read in the deciding transaction, is fresher than the context's.
+        current = context.model_copy(update={"recent_actions": history.recent_actions})
+        return Evidence(current, self.config.evidence).target_problem(decision.target_revision, now=now)
 
     def _scale_problem(self, decision: Decision, context: IncidentContext) -> str | None:
         return scale_problem(decision, context, self.config)
 
+    def _support_problem(self, decision: Decision, context: IncidentContext) -> str | None:
+        evidence = Evidence(context, self.config.evidence)
+        if decision.action is ActionType.ROLLBACK:
+            return evidence.rollback_support_problem(decision.target_revision)
+        if evidence.saturation() is None:
+            return "saturation is not proven (instances at max, busy, and demand above the baseline)"
+        return evidence.cleared_for_scale_up()
 
-def rollback_target_problem(
+
+def manual_rollback_problem(
     target: str | None,
     context: IncidentContext,
     recent_actions: list[RecentAction],
     *,
     now: datetime,
-    flap_window: timedelta,
-    require_healthy_record: bool = True,
+    config: EvidenceConfig,
 ) -> str | None:
-    """Why `target` is not a safe rollback target, or None when it is.
+    """Why a human's rollback to `target` is refused, or None.
 
-    `require_healthy_record=False` is for a human's manual rollback: a person may know a revision is
-    good from before the metrics' lookback, and vouches for it.
+    A person may know a revision is good from before the metrics' lookback and vouches for it, so no
+    healthy record is required; a target that is known to fail now, or that a recent rollback moved
+    traffic away from, is still refused.
     """
     if not target:
         return "rollback without a target revision"
@@ -174,31 +200,17 @@ def rollback_target_problem(
         return f"rollback target {target} is not a revision of {context.service.name} (known: {known})"
     if not revision.ready:
         return f"rollback target {target} is not ready"
-    thresholds = context.thresholds
-    errors, p95 = revision.metrics.error_rate, revision.metrics.latency_p95_ms
-    requests = (revision.metrics.request_rate_rps or 0.0) * context.metrics.window_seconds
-    # A handful of requests proves nothing either way; the engine already weighed the history.
-    if requests >= MIN_REQUESTS_TO_JUDGE_TARGET and (
-        (errors is not None and errors > thresholds.error_rate)
-        or (p95 is not None and p95 > thresholds.latency_p95_ms)
-    ):
-        return f"rollback target {target} is failing itself"
+    evidence = Evidence(context, config)
+    judged = evidence.now(revision)
+    if judged.state is Health.FAILING:
+        return f"rollback target {target} is failing itself ({', '.join(judged.reasons)})"
     if revision.traffic_percent == 100:
         return f"rollback target {target} already serves 100% of traffic and the service is unhealthy"
-    if require_healthy_record and requests < MIN_REQUESTS_TO_JUDGE_TARGET:
-        # Not serving enough now to judge: it must have been healthy while it last served.
-        history = revision.history
-        if history is None or history.served_until is None or history.error_rate is None:
-            return f"rollback target {target} has no record of serving healthily"
-        if history.error_rate > thresholds.error_rate or (
-            history.latency_p95_ms is not None and history.latency_p95_ms > thresholds.latency_p95_ms
-        ):
-            return f"rollback target {target} was unhealthy when it last served"
     for action in recent_actions:
         if (
             action.action == ActionType.ROLLBACK
             and action.from_revision == target
-            and now - action.at < flap_window
+            and now - action.at < config.flap_window
         ):
             return (
                 f"rollback target {target} was rolled back away from at {action.at:%H:%M:%S}Z; "
@@ -224,21 +236,17 @@ def scale_problem(decision: Decision, context: IncidentContext, config: PolicyCo
             f"max instances {current_max} -> {scale.max_instances} is more than "
             f"x{config.max_scale_factor:g} in one step"
         )
-    current_min = context.scaling.min_instances or 0
+    current_min = context.scaling.min_instances
+    if current_min is None:
+        return "scale-up without a known current min instances (it could lower it)"
+    if scale.min_instances < current_min:
+        return f"scale-up would lower min instances ({current_min} -> {scale.min_instances})"
     if scale.min_instances > max(current_min, 1) * config.max_scale_factor:
         return (
             f"min instances {current_min} -> {scale.min_instances} is more than "
             f"x{config.max_scale_factor:g} in one step"
         )
     return None
-
-
-def describe(decision: Decision) -> str:
-    if decision.action is ActionType.ROLLBACK:
-        return f"roll back to {decision.target_revision}"
-    if decision.action is ActionType.SCALE_UP and decision.scale is not None:
-        return f"scale to min {decision.scale.min_instances} / max {decision.scale.max_instances} instances"
-    return decision.action.value.lower()
 
 
 def overruled(decision: Decision, reason: str) -> Decision:

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from incidents import format_rfc3339
-from incidents.models import Action, Incident, IncidentAlert, IncidentEvent
+from incidents import Action, Incident, IncidentAlert, IncidentEvent, format_rfc3339
+from incidents.lifecycle import Relation, round_record
+from incidents.models import NotificationDelivery
+from incidents.outbox import DeliveryStatus
 
 
 def _time(value: datetime | None) -> str | None:
@@ -43,7 +45,55 @@ def incident_summary(incident: Incident, alerts: Sequence[IncidentAlert]) -> dic
         "policy": {"verdict": incident.policy_verdict, "reason": incident.policy_reason}
         if incident.policy_verdict
         else None,
+        "previous_incident": _link(incident.previous_incident_id, incident.previous_relation),
+        "analysis_round": incident.analysis_round,
     }
+
+
+def _link(incident_id: int | None, relation: str | None) -> dict[str, Any] | None:
+    """A link to another incident, with the relation as a code and in words."""
+    if incident_id is None:
+        return None
+    try:
+        described = Relation(relation).describe() if relation else None
+    except ValueError:
+        described = relation
+    return {"id": incident_id, "relation": relation, "description": described}
+
+
+def faults_view(
+    incident: Incident, actions: Sequence[Action], events: Sequence[IncidentEvent]
+) -> list[dict[str, Any]]:
+    """The faults the incident spans, one per analysis round: why the round ran, what it decided,
+    and, for the action decided in it, that fault's onset and MTTR (actuator/mttr.py)."""
+    rounds = [dict(event.data or {}) for event in events if event.kind == "analysis.round"]
+    recorded = {entry.get("round") for entry in rounds}
+    if incident.analysis_round not in recorded:  # the current round, not yet (or never) written out
+        rounds.append(round_record(incident))
+    by_round: dict[int, Action] = {}
+    for row in actions:
+        if row.fault and isinstance(row.fault.get("round"), int):
+            by_round[row.fault["round"]] = row
+    faults = []
+    for entry in sorted(rounds, key=lambda item: item.get("round") or 0):
+        action = by_round.get(entry.get("round") or 0)
+        decision = entry.get("decision") or {}
+        faults.append(
+            {
+                "round": entry.get("round"),
+                "started_at": entry.get("started_at"),
+                "reason": entry.get("reason"),
+                "action": decision.get("action"),
+                "target_revision": decision.get("target_revision"),
+                "verdict": entry.get("verdict"),
+                "outcome": entry.get("status"),
+                "action_id": action.id if action is not None else None,
+                "fault_started_at": (action.fault or {}).get("fault_started_at") if action else None,
+                "fault_started_source": (action.fault or {}).get("fault_started_source") if action else None,
+                "mttr": action.recovery if action is not None else None,
+            }
+        )
+    return faults
 
 
 def action_view(action: Action) -> dict[str, Any]:
@@ -58,6 +108,8 @@ def action_view(action: Action) -> dict[str, Any]:
         "attempts": action.attempts,
         "result": action.result,
         "error": action.error,
+        "fault": action.fault,
+        "recovery": action.recovery,
         "created_at": _time(action.created_at),
         "started_at": _time(action.started_at),
         "applied_at": _time(action.applied_at),
@@ -90,14 +142,39 @@ def event_view(event: IncidentEvent) -> dict[str, Any]:
     }
 
 
+def notifications_view(deliveries: Sequence[tuple[NotificationDelivery, str]]) -> dict[str, Any]:
+    """How the incident's announcements fared: counts per outcome, and each one given up on."""
+    counts = dict.fromkeys((DeliveryStatus.PENDING, DeliveryStatus.DELIVERED, DeliveryStatus.SKIPPED), 0)
+    failed = []
+    for delivery, event_type in deliveries:
+        if delivery.status == DeliveryStatus.FAILED:
+            failed.append(
+                {
+                    "sink": delivery.sink,
+                    "event_id": delivery.event_id,
+                    "event_type": event_type,
+                    "attempts": delivery.attempts,
+                    "error": delivery.last_error,
+                    "at": _time(delivery.finished_at),
+                }
+            )
+        elif delivery.status in counts:
+            counts[delivery.status] += 1
+    return {**counts, "failed": failed}
+
+
 def incident_detail(
     incident: Incident,
     alerts: Sequence[IncidentAlert],
     actions: Sequence[Action],
     events: Sequence[IncidentEvent],
+    deliveries: Sequence[tuple[NotificationDelivery, str]] = (),
+    following: Sequence[Incident] = (),
 ) -> dict[str, Any]:
     return {
         **incident_summary(incident, alerts),
+        "following_incidents": [_link(other.id, other.previous_relation) for other in following],
+        "faults": faults_view(incident, actions, events),
         "timestamps": {
             "fault_started_at": _time(incident.fault_started_at),
             "fault_started_source": incident.fault_started_source,
@@ -125,4 +202,5 @@ def incident_detail(
         "alerts": [alert_view(alert) for alert in alerts],
         "actions": [action_view(action) for action in actions],
         "timeline": [event_view(event) for event in events],
+        "notifications": notifications_view(deliveries),
     }

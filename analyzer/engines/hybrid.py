@@ -21,8 +21,7 @@ from typing import Any, Final
 from analyzer.engines.base import EngineResult
 from analyzer.engines.gemini import GeminiEngine
 from analyzer.engines.rules import RulesEngine
-from analyzer.policy import describe
-from incidents import ActionType, Decision, IncidentContext
+from incidents import ActionType, Decision, IncidentContext, describe_decision
 
 ENGINE_NAME: Final = "hybrid"
 NO_CHANGE: Final = frozenset({ActionType.INVESTIGATE, ActionType.NONE})
@@ -37,7 +36,7 @@ def agree(rules: Decision, model: Decision) -> bool:
 
 
 def _said(engine: str, decision: Decision) -> str:
-    return f"{engine} proposes {describe(decision)} (confidence {decision.confidence:.2f})"
+    return f"{engine} proposes {describe_decision(decision)} (confidence {decision.confidence:.2f})"
 
 
 class HybridEngine:

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from analyzer.engines.rules import RulesConfig
-from analyzer.policy import PolicyConfig, rollback_target_problem
+from analyzer.evidence import Evidence
+from analyzer.policy import PolicyConfig
 from incidents import (
-    ActionType,
     Figures,
     IncidentContext,
     LogLine,
@@ -66,6 +66,7 @@ CHARS_PER_TOKEN: Final = 3
 # overrides and isolates, zero-width characters), surrogates, private use and unassigned.
 _DROPPED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
 _NAME_UNSAFE: Final = re.compile(r"[^A-Za-z0-9._:@-]")
+_REASON_UNSAFE: Final = re.compile(r"[^A-Za-z0-9 ._:@%/,()'-]")
 
 
 @cache
@@ -110,44 +111,30 @@ def clean_name(text: str | None) -> str:
 
 def failing_revision(context: IncidentContext) -> Revision | None:
     """The newest revision serving traffic: the one a rollback moves traffic away from."""
-    return next((r for r in context.revisions if r.traffic_percent > 0), None)
+    return context.newest_serving_revision()
 
 
-def rollback_candidates(context: IncidentContext, *, flap_window: timedelta | None = None) -> list[Revision]:
-    """Revisions older than the failing one that the policy guard accepts as a rollback target, and
-    that no recent rollback moved traffic away from. Newest first."""
+def rollback_candidates(context: IncidentContext, *, rules: RulesConfig | None = None) -> list[Revision]:
+    """Revisions older than the failing one that an automatic rollback may go to (the policy guard's
+    target check, read as the rules engine reads it). Newest first."""
     failing = failing_revision(context)
-    left_behind = {
-        action.from_revision
-        for action in context.recent_actions
-        if action.action == ActionType.ROLLBACK and action.from_revision
-    }
-    # Revisions are newest first: only those listed after the failing one can be older.
-    start = next((i + 1 for i, r in enumerate(context.revisions) if r is failing), 0)
-    candidates = []
-    for revision in context.revisions[start:]:
-        created, failing_created = revision.created_at, failing.created_at if failing else None
-        if created is not None and failing_created is not None and created >= failing_created:
-            continue
-        if revision.name in left_behind:
-            continue
-        problem = rollback_target_problem(
-            revision.name,
-            context,
-            context.recent_actions,
-            now=context.observed_at,
-            flap_window=flap_window if flap_window is not None else PolicyConfig().flap_window,
-        )
-        if problem is None:
-            candidates.append(revision)
-    return candidates
+    if failing is None:
+        return []
+    evidence = Evidence(context, (rules or RulesConfig()).evidence)
+    return evidence.rollback_candidates(failing, limit=MAX_CANDIDATES)
 
 
-def scale_limit(context: IncidentContext) -> int | None:
-    """The highest max_instances one scale-up may ask for: the rules engine's step, which the policy
-    also caps."""
+def scale_limit(
+    context: IncidentContext, *, rules: RulesConfig | None = None, policy: PolicyConfig | None = None
+) -> int | None:
+    """The highest max_instances one scale-up may ask for: the rules engine's step, capped by the
+    policy's factor and ceiling."""
     current = context.scaling.max_instances
-    return math.floor(current * RulesConfig().scale_factor) if current else None
+    if not current:
+        return None
+    rules, policy = rules or RulesConfig(), policy or PolicyConfig()
+    step = min(rules.scale_factor, policy.max_scale_factor)
+    return min(math.floor(current * step), policy.max_instances_ceiling)
 
 
 # figures
@@ -199,9 +186,17 @@ def _time(value: Any) -> str:
 # the decision prompt
 
 
-def render_decision_prompt(context: IncidentContext, *, max_chars: int = MAX_PROMPT_CHARS) -> str:
+def render_decision_prompt(
+    context: IncidentContext,
+    *,
+    rules: RulesConfig | None = None,
+    policy: PolicyConfig | None = None,
+    max_chars: int = MAX_PROMPT_CHARS,
+) -> str:
     """The user turn of a decision request: the context as one data section, at most `max_chars`
-    long where dropping log lines (the oldest first) can make it so."""
+    long where dropping log lines (the oldest first) can make it so. `rules` and `policy` are the
+    running settings, so the candidates and limits shown are the ones the guard will apply."""
+    rules, policy = rules or RulesConfig(), policy or PolicyConfig()
     prompt = ""
     for log_lines in range(MAX_LOG_LINES, -1, -1):
         lines = [
@@ -209,7 +204,7 @@ def render_decision_prompt(context: IncidentContext, *, max_chars: int = MAX_PRO
             "response schema.",
             "",
             DATA_OPEN,
-            *_incident_lines(context, log_lines),
+            *_incident_lines(context, log_lines, rules, policy),
             DATA_CLOSE,
         ]
         prompt = "\n".join(lines)
@@ -218,9 +213,11 @@ def render_decision_prompt(context: IncidentContext, *, max_chars: int = MAX_PRO
     return prompt
 
 
-def _incident_lines(context: IncidentContext, log_lines: int) -> list[str]:
+def _incident_lines(
+    context: IncidentContext, log_lines: int, rules: RulesConfig, policy: PolicyConfig
+) -> list[str]:
     alert, th = context.alert, context.thresholds
-    candidates = rollback_candidates(context)
+    candidates = rollback_candidates(context, rules=rules)
     service = context.service
     since = _duration(context.observed_at - alert.starts_at)
     status = alert.status if alert.status == "firing" else f"resolved at {_time(alert.ends_at)}"
@@ -235,9 +232,9 @@ def _incident_lines(context: IncidentContext, log_lines: int) -> list[str]:
         "",
         *_service_lines(context),
         "",
-        *_revision_lines(context, candidates),
+        *_revision_lines(context, candidates, rules),
         "",
-        *_scaling_lines(context, candidates),
+        *_scaling_lines(context, candidates, rules, policy),
         "",
         "recent actions (newest first):",
         *_recent_action_lines(context),
@@ -282,7 +279,9 @@ def _revision_rows(context: IncidentContext, candidates: Sequence[Revision]) -> 
     return [r for r in context.revisions if id(r) in shown]
 
 
-def _revision_lines(context: IncidentContext, candidates: Sequence[Revision]) -> list[str]:
+def _revision_lines(
+    context: IncidentContext, candidates: Sequence[Revision], rules: RulesConfig
+) -> list[str]:
     if not context.revisions:
         return ["revisions: none known"]
     window = context.metrics.window_seconds
@@ -308,14 +307,17 @@ def _revision_lines(context: IncidentContext, candidates: Sequence[Revision]) ->
     if len(rows) < len(context.revisions):
         lines.append(f"({len(context.revisions) - len(rows)} older revisions not shown)")
     failing = failing_revision(context)
-    judge = max(
-        RulesConfig().revision_min_requests_floor,
-        context.thresholds.min_requests * RulesConfig().revision_min_requests_share,
-    )
+    evidence = Evidence(context, rules.evidence)
+    judge = evidence.revision_min_requests()
     lines.append(f"a revision is judged on its own figures with at least {judge:.0f} requests in the window")
     lines.append(
         f"failing revision (newest serving): {clean_name(failing.name) if failing else 'none serves traffic'}"
     )
+    if failing is not None:
+        verdict = evidence.blame(failing)
+        # Built from names, times and figures; names are reduced to safe characters all the same.
+        reason = _REASON_UNSAFE.sub("_", verdict.reason)[:300]
+        lines.append(f"deploy blame of the failing revision: {verdict.blame.value}: {reason}")
     names = ", ".join(clean_name(r.name) for r in candidates[:MAX_CANDIDATES])
     lines.append(
         "rollback candidates (ready, healthy record, older than the failing revision; newest first): "
@@ -324,7 +326,9 @@ def _revision_lines(context: IncidentContext, candidates: Sequence[Revision]) ->
     return lines
 
 
-def _scaling_lines(context: IncidentContext, candidates: Sequence[Revision]) -> list[str]:
+def _scaling_lines(
+    context: IncidentContext, candidates: Sequence[Revision], rules: RulesConfig, policy: PolicyConfig
+) -> list[str]:
     scaling = context.scaling
     parts = [
         f"min {scaling.min_instances if scaling.min_instances is not None else 'n/a'}",
@@ -340,7 +344,7 @@ def _scaling_lines(context: IncidentContext, candidates: Sequence[Revision]) -> 
         parts.append(f"cpu {clean_name(scaling.cpu)}")
     if scaling.memory:
         parts.append(f"memory {clean_name(scaling.memory)}")
-    limit = scale_limit(context)
+    limit = scale_limit(context, rules=rules, policy=policy)
     allowed = ["NONE", "INVESTIGATE"]
     if candidates:
         allowed.append("ROLLBACK (to a listed candidate)")

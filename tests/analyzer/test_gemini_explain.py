@@ -12,17 +12,25 @@ import pytest
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from analyzer import keys
-from analyzer.app import AnalyzerConfig, create_app
-from analyzer.engines.gemini import GeminiExplainer, GenAIClient
+from analyzer import (
+    AnalyzerConfig,
+    GeminiExplainer,
+    GenAIClient,
+    LlmMetrics,
+    ProcessingConfig,
+    create_app,
+    keys,
+)
 from analyzer.engines.prompting import DATA_CLOSE, DATA_OPEN, load_prompt
 from analyzer.explain import compose_summary
-from analyzer.metrics import LlmMetrics
-from analyzer.processing import ProcessingConfig
-from incidents.db import Store
+from incidents import Store
+from incidents.runtime import Secret
 from tests.support.alerts import alert, payload
 from tests.support.contexts import StaticContextSource
 from tests.support.fake_gemini import TEST_MODEL, FakeGemini, Reply, open_test_client, serve_fake_gemini
+
+API_TOKEN = "api-token-for-explain-tests"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -46,7 +54,9 @@ async def make_client(
             open_client=partial(open_test_client, config), config=config, metrics=LlmMetrics(registry)
         )
         app = create_app(
-            AnalyzerConfig(processing=ProcessingConfig(sweep_interval=0.05, workers=2)),
+            AnalyzerConfig(
+                processing=ProcessingConfig(sweep_interval=0.05, workers=2), api_token=Secret(API_TOKEN)
+            ),
             context_source=StaticContextSource().factory(),
             registry=registry,
             store=store,
@@ -81,7 +91,7 @@ async def test_gemini_writes_the_summary_from_the_fenced_incident_record(
             "Remediator rolled back to demo-app-a-00001-ok.\u202e\x07"
         )
     )
-    response = await client.post(f"/api/v1/incidents/{detail['id']}/explain")
+    response = await client.post(f"/api/v1/incidents/{detail['id']}/explain", headers=AUTH)
     assert response.status == 200
     body = await response.json()
     assert body == {
@@ -122,7 +132,7 @@ async def test_the_evidence_summary_stands_in_when_gemini_fails(
     client = await make_client(fake)
     detail = await decided_incident(client)
     fake.answer(*replies)
-    body = await (await client.post(f"/api/v1/incidents/{detail['id']}/explain")).json()
+    body = await (await client.post(f"/api/v1/incidents/{detail['id']}/explain", headers=AUTH)).json()
     assert body["source"] == "rules"
     assert body["fallback_reason"].startswith(reason)
     assert body["summary"] == compose_summary(detail)

@@ -11,22 +11,27 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from google.genai import types
 from prometheus_client import CollectorRegistry
 
 import analyzer
-from analyzer import keys
-from analyzer.app import AnalyzerConfig, EngineFactory, create_app
-from analyzer.engines.base import DecisionEngine, EngineResult
-from analyzer.engines.gemini import GeminiConfig, GeminiEngine
-from analyzer.engines.hybrid import HybridEngine
-from analyzer.evaluation import load_scenarios
-from analyzer.metrics import LlmMetrics
+from analyzer import (
+    AnalyzerConfig,
+    DecisionEngine,
+    EngineFactory,
+    EngineResult,
+    GeminiConfig,
+    GeminiEngine,
+    HybridEngine,
+    LlmMetrics,
+    ProcessingConfig,
+    create_app,
+    keys,
+    load_scenarios,
+)
+from analyzer.evaluation import evaluate_scenario
 from analyzer.policy import PolicyGuard, PolicyHistory, PolicyOutcome, Verdict
-from analyzer.processing import ProcessingConfig
-from incidents import ActionType, AlertInfo, IncidentContext
-from incidents.db import Store
-from incidents.models import Incident
-from incidents.repository import IncidentRepository
+from incidents import ActionType, AlertInfo, Incident, IncidentContext, IncidentRepository, Store
 from tests.support.alerts import alert, payload
 from tests.support.contexts import StaticContextSource, bad_deploy_context
 from tests.support.fake_gemini import TEST_MODEL, FakeGemini, Reply, open_test_client, serve_fake_gemini
@@ -163,6 +168,52 @@ async def test_when_gemini_fails_the_rules_engine_decides_alone(fake: FakeGemini
     assert result.usage is not None
     assert result.usage["calls"] == 2
     assert outcome.verdict is Verdict.EXECUTE
+
+
+# A Gemini that proposes a rollback whatever the evidence: the rules engine must hold it back.
+
+
+class AlwaysRollsBack:
+    """A double of the engine's model client: every answer is a confident rollback to `target`."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.calls = 0
+
+    @property
+    def models(self) -> AlwaysRollsBack:
+        return self
+
+    async def generate_content(
+        self, *, model: str, contents: Any, config: Any = None
+    ) -> types.GenerateContentResponse:
+        self.calls += 1
+        reply = Reply.decision("ROLLBACK", target_revision=self.target, confidence=0.99)
+        return types.GenerateContentResponse.model_validate(reply.body)
+
+
+def previous_ready_revision(context: IncidentContext) -> str:
+    """The newest ready revision older than the newest one serving traffic (any revision otherwise)."""
+    serving = [i for i, r in enumerate(context.revisions) if r.traffic_percent]
+    older = context.revisions[(serving[0] + 1 if serving else 1) :]
+    ready = [r.name for r in older if r.ready]
+    if ready:
+        return ready[0]
+    return context.revisions[-1].name if context.revisions else f"{context.service.name}-00001-abc"
+
+
+LIBRARY = {s.id: s for s in load_scenarios(Path(analyzer.__file__).parent / "scenarios")}
+
+
+@pytest.mark.parametrize("scenario_id", sorted(LIBRARY))
+async def test_a_gemini_that_always_rolls_back_never_makes_the_hybrid_harmful(scenario_id: str) -> None:
+    scenario = LIBRARY[scenario_id]
+    client = AlwaysRollsBack(previous_ready_revision(scenario.context))
+    hybrid = HybridEngine(gemini=GeminiEngine(client=client, config=GeminiConfig(retry_delay=0.0)))
+    result = await evaluate_scenario(scenario, hybrid, PolicyGuard())
+    assert client.calls == 1
+    assert result.fallback_reason is None, result.fallback_reason
+    assert not result.harmful, result
 
 
 # End to end through the analyzer app

@@ -16,11 +16,15 @@ from pathlib import Path
 import pytest
 
 import analyzer
-from analyzer.engines.gemini import GeminiConfig, GeminiEngine
-from analyzer.engines.genai_client import open_genai_client
-from analyzer.engines.hybrid import HybridEngine
-from analyzer.evaluation import evaluate_scenario, load_scenarios
-from analyzer.policy import PolicyGuard
+from analyzer import (
+    GeminiConfig,
+    GeminiEngine,
+    HybridEngine,
+    PolicyGuard,
+    evaluate_scenario,
+    load_scenarios,
+    open_genai_client,
+)
 from remediator.settings import GEMINI_CREDENTIALS_HINT, gemini_config_from_env
 
 pytestmark = pytest.mark.live_gemini

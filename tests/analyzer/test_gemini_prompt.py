@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import analyzer
+from analyzer import RulesEngine, load_scenarios
 from analyzer.engines.gemini import ModelDecision
 from analyzer.engines.prompting import (
     DATA_CLOSE,
@@ -24,14 +25,12 @@ from analyzer.engines.prompting import (
     render_incident_record,
     rollback_candidates,
 )
-from analyzer.engines.rules import RulesEngine
-from analyzer.evaluation import load_scenarios
-from analyzer.policy import PolicyConfig, rollback_target_problem
+from analyzer.evidence import Evidence
 from incidents import ActionType, AlertInfo, IncidentContext, Scenario
 from tests.support.contexts import bad_deploy_context
 
 SCENARIO_DIR = Path(analyzer.__file__).parent / "scenarios"
-SCENARIO_IDS = sorted(path.stem for path in SCENARIO_DIR.glob("*.json"))
+SCENARIO_IDS = sorted(path.stem for path in SCENARIO_DIR.rglob("*.json"))
 TOKEN_BUDGET = 4000
 NOW = datetime(2026, 11, 28, 12, 0, 40, tzinfo=UTC)
 
@@ -150,7 +149,7 @@ def test_the_prompt_lists_the_rollback_candidates_and_the_allowed_actions() -> N
     allowed = "NONE, INVESTIGATE, ROLLBACK (to a listed candidate), SCALE_UP (max_instances 11 to 20)"
     assert f"allowed actions: {allowed}" in section
     assert (
-        "| demo-app-a-00002-bad (latest) | 2m | 100% | yes | 20.0/s (1200 req), err 8.00%, p95 120 ms |"
+        "| demo-app-a-00002-bad (latest) | 3m | 100% | yes | 20.0/s (1200 req), err 8.00%, p95 120 ms |"
         in section
     )
     assert "service baseline, the 300s before the alert: 20.0/s, err 0.10%, p95 90 ms" in section
@@ -171,20 +170,18 @@ def test_candidates_are_targets_the_policy_accepts_and_include_the_rules_engines
     context = scenario.context
     candidates = rollback_candidates(context)
     for candidate in candidates:
-        problem = rollback_target_problem(
-            candidate.name,
-            context,
-            context.recent_actions,
-            now=context.observed_at,
-            flap_window=PolicyConfig().flap_window,
-        )
-        assert problem is None
+        assert Evidence(context).target_problem(candidate.name) is None
     decision = RulesEngine().decide_now(context)
     if decision.action is ActionType.ROLLBACK:
         assert candidates
         assert candidates[0].name == decision.target_revision
     if scenario.expect.action is ActionType.ROLLBACK and scenario.expect.target_revision:
-        assert candidates[0].name == scenario.expect.target_revision
+        # Where a human looking first is also right, the engine may offer no candidate at all
+        # (the target's record is incomplete); any candidate it does offer is the expected one.
+        if ActionType.INVESTIGATE not in scenario.expect.acceptable:
+            assert candidates
+        if candidates:
+            assert candidates[0].name == scenario.expect.target_revision
 
 
 @pytest.mark.parametrize("scenario_id", SCENARIO_IDS)

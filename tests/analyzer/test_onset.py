@@ -20,9 +20,10 @@ ROLLBACK = Decision(action=ActionType.ROLLBACK, target_revision="demo-app-a-0000
 
 
 def test_a_rolled_back_regression_began_when_its_revision_was_created() -> None:
-    context = bad_deploy_context(ALERT, now=NOW)  # 00002 created three minutes before NOW
+    context = bad_deploy_context(ALERT, now=NOW)  # 00002 created three minutes before the alert
     estimated = NOW - timedelta(seconds=30)
-    assert deploy_onset(context, ROLLBACK, estimated) == (NOW - timedelta(minutes=3), "revision_created")
+    created = ALERT.starts_at - timedelta(minutes=3)
+    assert deploy_onset(context, ROLLBACK, estimated) == (created, "revision_created")
 
 
 def test_the_deploy_is_not_the_onset_when_it_is_far_older_or_newer_than_the_estimate() -> None:

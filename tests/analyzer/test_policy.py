@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from analyzer.evidence import Evidence, EvidenceConfig
 from analyzer.policy import (
     PolicyConfig,
     PolicyGuard,
@@ -14,9 +15,16 @@ from analyzer.policy import (
     PolicyMode,
     PolicyOutcome,
     Verdict,
-    rollback_target_problem,
 )
-from incidents import ActionType, Decision, IncidentContext, RecentAction, ScaleChange, format_rfc3339
+from incidents import (
+    ActionType,
+    Decision,
+    Figures,
+    IncidentContext,
+    RecentAction,
+    ScaleChange,
+    format_rfc3339,
+)
 
 SERVICE = "checkout"
 NOW = datetime(2026, 4, 2, 9, 30, 12, tzinfo=UTC)
@@ -31,6 +39,10 @@ def at(delta: timedelta) -> str:
     return format_rfc3339(NOW - delta)
 
 
+# How long before NOW each revision was created: the failing one is a fresh deploy.
+CREATED = {FAILING: timedelta(minutes=2), PREV: timedelta(days=2), UNREADY: timedelta(days=3)}
+
+
 def revision(
     name: str,
     *,
@@ -38,9 +50,11 @@ def revision(
     ready: bool = True,
     now: tuple[float, float | None, float | None] = (0.0, None, None),
     history: tuple[float, float] | None = (0.002, 150),
+    created: timedelta | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": name,
+        "created_at": at(created or CREATED.get(name, timedelta(days=5))),
         "traffic_percent": traffic,
         "ready": ready,
         "metrics": {"request_rate_rps": now[0], "error_rate": now[1], "latency_p95_ms": now[2]},
@@ -92,6 +106,37 @@ def build(
                 "max_instances": max_instances,
                 "current_instances": 10,
             },
+        }
+    )
+
+
+def saturated(*, min_instances: int | None = 1, max_instances: int | None = 10) -> IncidentContext:
+    """A long-serving revision that carried all traffic healthily, now at max instances and busy while
+    demand doubled: what a scale-up is for."""
+    context = build(
+        [revision(PREV, traffic=100, now=(40.0, 0.06, 900.0), history=None)],
+        min_instances=min_instances,
+        max_instances=max_instances,
+    )
+    return context.model_copy(
+        update={
+            "metrics": context.metrics.model_copy(
+                update={
+                    "request_rate_rps": 40.0,
+                    "requests_in_window": 2400,
+                    "error_rate": 0.06,
+                    "latency_p95_ms": 900,
+                    "baseline": Figures(request_rate_rps=20.0, error_rate=0.001, latency_p95_ms=150),
+                }
+            ),
+            "scaling": context.scaling.model_copy(
+                update={"current_instances": max_instances, "utilization": 0.95}
+            ),
+            "revisions": [
+                context.revisions[0].model_copy(
+                    update={"baseline": Figures(request_rate_rps=20.0, error_rate=0.001, latency_p95_ms=150)}
+                )
+            ],
         }
     )
 
@@ -200,7 +245,7 @@ def test_a_valid_rollback_executes_unchanged() -> None:
 def test_rollback_without_a_target_is_overruled() -> None:
     decision = rollback().model_copy(update={"target_revision": None})  # bypasses the model's own check
     assert_overruled(judge(decision), decision, "rollback without a target revision")
-    assert rollback_target_problem(None, build(), [], now=NOW, flap_window=timedelta(hours=1)) is not None
+    assert Evidence(build()).target_problem(None, now=NOW) is not None
 
 
 def test_rollback_to_an_unknown_revision_is_overruled_naming_the_known_ones() -> None:
@@ -231,7 +276,7 @@ def test_rollback_to_a_revision_failing_itself_is_overruled(figures: tuple[float
         ]
     )
     decision = rollback(PREV)
-    assert_overruled(judge(decision, context), decision, f"rollback target {PREV} is failing itself")
+    assert_overruled(judge(decision, context), decision, f"{PREV} is failing now")
 
 
 def test_a_handful_of_failed_requests_does_not_disqualify_a_target() -> None:
@@ -272,7 +317,8 @@ def test_flap_window_ends_after_an_hour(ago: timedelta, verdict: Verdict) -> Non
 
 def test_flap_window_is_configurable() -> None:
     history = rolled_back_from(PREV, timedelta(hours=1, minutes=1))
-    assert judge(rollback(PREV), history=history, flap_window=timedelta(hours=2)).verdict is Verdict.OVERRULE
+    evidence = EvidenceConfig(flap_window=timedelta(hours=2))
+    assert judge(rollback(PREV), history=history, evidence=evidence).verdict is Verdict.OVERRULE
 
 
 def test_only_the_revision_rolled_back_from_is_barred() -> None:
@@ -304,7 +350,7 @@ def test_rollback_to_a_revision_without_a_healthy_record_is_overruled(target: di
 
 def test_a_valid_scale_up_executes() -> None:
     decision = scale(1, 20)
-    outcome = judge(decision)
+    outcome = judge(decision, saturated())
     assert outcome.verdict is Verdict.EXECUTE
     assert outcome.decision is decision
 
@@ -312,16 +358,22 @@ def test_a_valid_scale_up_executes() -> None:
 @pytest.mark.parametrize(
     ("change", "context", "reason_part"),
     [
-        pytest.param((1, 10), build(), "does not raise max instances (10 <= 10)", id="same-max"),
-        pytest.param((1, 8), build(), "does not raise max instances", id="lower-max"),
-        pytest.param((1, 101), build(max_instances=60), "exceeds the ceiling 100", id="over-ceiling"),
-        pytest.param((1, 200), build(max_instances=100), "exceeds the ceiling 100", id="at-ceiling-already"),
-        pytest.param((1, 21), build(), "is more than x2 in one step", id="more-than-double"),
-        pytest.param((3, 20), build(min_instances=1), "min instances 1 -> 3", id="min-more-than-double"),
-        pytest.param((3, 20), build(min_instances=0), "min instances 0 -> 3", id="min-from-zero"),
-        pytest.param((9, 20), build(min_instances=4), "min instances 4 -> 9", id="min-from-four"),
-        pytest.param((1, 20), build(max_instances=None), "without a known current max", id="max-unknown"),
-        pytest.param((1, 20), build(max_instances=0), "without a known current max", id="max-zero"),
+        pytest.param((1, 10), saturated(), "does not raise max instances (10 <= 10)", id="same-max"),
+        pytest.param((1, 8), saturated(), "does not raise max instances", id="lower-max"),
+        pytest.param((1, 101), saturated(max_instances=60), "exceeds the ceiling 100", id="over-ceiling"),
+        pytest.param(
+            (1, 200), saturated(max_instances=100), "exceeds the ceiling 100", id="at-ceiling-already"
+        ),
+        pytest.param((1, 21), saturated(), "is more than x2 in one step", id="more-than-double"),
+        pytest.param((3, 20), saturated(min_instances=1), "min instances 1 -> 3", id="min-more-than-double"),
+        pytest.param((3, 20), saturated(min_instances=0), "min instances 0 -> 3", id="min-from-zero"),
+        pytest.param((9, 20), saturated(min_instances=4), "min instances 4 -> 9", id="min-from-four"),
+        pytest.param((1, 20), saturated(max_instances=None), "without a known current max", id="max-unknown"),
+        pytest.param((1, 20), saturated(min_instances=None), "without a known current min", id="min-unknown"),
+        pytest.param(
+            (1, 20), saturated(min_instances=2), "would lower min instances (2 -> 1)", id="min-lowered"
+        ),
+        pytest.param((1, 20), saturated(max_instances=0), "without a known current max", id="max-zero"),
     ],
 )
 def test_out_of_bounds_scale_up_is_overruled(
@@ -334,12 +386,11 @@ def test_out_of_bounds_scale_up_is_overruled(
 @pytest.mark.parametrize(
     ("change", "context"),
     [
-        pytest.param((1, 100), build(max_instances=60), id="exactly-the-ceiling"),
-        pytest.param((1, 20), build(), id="exactly-double"),
-        pytest.param((2, 20), build(min_instances=1), id="min-doubled"),
-        pytest.param((2, 20), build(min_instances=0), id="min-zero-to-two"),
-        pytest.param((8, 20), build(min_instances=4), id="min-four-to-eight"),
-        pytest.param((0, 20), build(min_instances=None), id="min-unknown"),
+        pytest.param((1, 100), saturated(max_instances=60), id="exactly-the-ceiling"),
+        pytest.param((1, 20), saturated(), id="exactly-double"),
+        pytest.param((2, 20), saturated(min_instances=1), id="min-doubled"),
+        pytest.param((2, 20), saturated(min_instances=0), id="min-zero-to-two"),
+        pytest.param((8, 20), saturated(min_instances=4), id="min-four-to-eight"),
     ],
 )
 def test_in_bounds_scale_up_executes(change: tuple[int, int], context: IncidentContext) -> None:
@@ -348,13 +399,83 @@ def test_in_bounds_scale_up_executes(change: tuple[int, int], context: IncidentC
 
 def test_scale_up_without_a_scale_is_overruled() -> None:
     decision = scale(1, 20).model_copy(update={"scale": None})
-    assert_overruled(judge(decision), decision, "scale-up without a scale")
+    assert_overruled(judge(decision, saturated()), decision, "scale-up without a scale")
 
 
 def test_scale_factor_is_configurable() -> None:
-    assert judge(scale(1, 16), max_scale_factor=1.5).verdict is Verdict.OVERRULE
-    assert judge(scale(1, 15), max_scale_factor=1.5).verdict is Verdict.EXECUTE
-    assert judge(scale(1, 20), max_instances_ceiling=15).verdict is Verdict.OVERRULE
+    context = saturated()
+    assert judge(scale(1, 16), context, max_scale_factor=1.5).verdict is Verdict.OVERRULE
+    assert judge(scale(1, 15), context, max_scale_factor=1.5).verdict is Verdict.EXECUTE
+    assert judge(scale(1, 20), context, max_instances_ceiling=15).verdict is Verdict.OVERRULE
+
+
+# 5b. what the evidence backs
+
+
+def test_a_rollback_away_from_a_long_serving_revision_waits_for_a_human() -> None:
+    # Another engine proposed it; nothing shows the deploy brought the fault.
+    context = build(
+        [
+            revision(FAILING, traffic=100, now=(20.0, 0.1, 250.0), history=None, created=timedelta(days=4)),
+            revision(PREV),
+        ]
+    )
+    outcome = judge(rollback(PREV), context)
+    assert outcome.verdict is Verdict.AWAIT_APPROVAL
+    assert outcome.reason is not None and "cannot tell whether the deploy brought the fault" in outcome.reason
+
+
+def test_a_rollback_away_from_a_revision_without_a_creation_time_is_never_automatic() -> None:
+    # Without the failing revision's creation time, neither its blame nor whether the target served
+    # right up to it can be told: the target's record cannot back a rollback.
+    failing = revision(FAILING, traffic=100, now=(20.0, 0.1, 250.0), history=None)
+    del failing["created_at"]
+    outcome = judge(rollback(PREV), build([failing, revision(PREV)]))
+    assert outcome.verdict is Verdict.OVERRULE
+    assert outcome.reason is not None and f"when {FAILING} replaced it is unknown" in outcome.reason
+
+
+def test_a_rollback_while_the_other_serving_revision_cannot_be_judged_waits_for_a_human() -> None:
+    context = build(
+        [
+            revision(FAILING, traffic=50, now=(10.0, 0.1, 250.0), history=None),
+            revision(OLD, traffic=40, now=(8.0, None, None), history=None),
+            revision(PREV, traffic=10, now=(2.0, 0.001, 150.0)),
+        ]
+    )
+    outcome = judge(rollback(PREV), context)
+    assert outcome.verdict is Verdict.AWAIT_APPROVAL
+    assert outcome.reason is not None and f"{OLD} also serves and is unknown" in outcome.reason
+
+
+def test_a_rollback_away_from_a_revision_that_is_not_failing_waits_for_a_human() -> None:
+    context = build([revision(FAILING, traffic=100, now=(20.0, 0.001, 150.0), history=None), revision(PREV)])
+    outcome = judge(rollback(PREV), context)
+    assert outcome.verdict is Verdict.AWAIT_APPROVAL
+    assert outcome.reason is not None and "is not known to be failing" in outcome.reason
+
+
+def test_a_scale_up_without_proven_saturation_waits_for_a_human() -> None:
+    context = saturated()
+    unproven = context.model_copy(
+        update={"scaling": context.scaling.model_copy(update={"utilization": None})}
+    )
+    outcome = judge(scale(1, 20), unproven)
+    assert outcome.verdict is Verdict.AWAIT_APPROVAL
+    assert outcome.reason is not None and "saturation is not proven" in outcome.reason
+
+
+def test_a_scale_up_of_a_fresh_deploy_waits_for_a_human() -> None:
+    # Saturated, but the serving revision was deployed two minutes ago: more of a bad deploy helps nobody.
+    context = saturated()
+    fresh = context.model_copy(
+        update={
+            "revisions": [context.revisions[0].model_copy(update={"created_at": NOW - timedelta(minutes=2)})]
+        }
+    )
+    outcome = judge(scale(1, 20), fresh)
+    assert outcome.verdict is Verdict.AWAIT_APPROVAL
+    assert outcome.reason is not None and "a deploy may be the cause" in outcome.reason
 
 
 # 3. allow-list
@@ -381,11 +502,12 @@ def test_service_in_the_allow_list_executes() -> None:
     ("decision", "would"),
     [
         (rollback(), f"dry-run mode: would roll back to {PREV}"),
-        (scale(1, 20), "dry-run mode: would scale to min 1 / max 20 instances"),
+        (scale(1, 20), "dry-run mode: would scale to min 1 / max 20 instances"),  # validity first
     ],
 )
 def test_dry_run_suppresses_and_says_what_it_would_do(decision: Decision, would: str) -> None:
-    outcome = judge(decision, mode=PolicyMode.DRY_RUN)
+    context = saturated() if decision.action is ActionType.SCALE_UP else None
+    outcome = judge(decision, context, mode=PolicyMode.DRY_RUN)
     assert outcome.verdict is Verdict.SUPPRESS
     assert outcome.decision is decision
     assert outcome.reason == would
@@ -403,7 +525,9 @@ def test_approve_mode_waits_for_a_human() -> None:
 
 
 def test_approval_reason_from_the_engine_waits_for_a_human() -> None:
-    outcome = judge(scale(1, 20), approval_reason="rules and gemini disagree: SCALE_UP vs ROLLBACK")
+    outcome = judge(
+        scale(1, 20), saturated(), approval_reason="rules and gemini disagree: SCALE_UP vs ROLLBACK"
+    )
     assert outcome.verdict is Verdict.AWAIT_APPROVAL
     assert outcome.reason == "rules and gemini disagree: SCALE_UP vs ROLLBACK"
 
@@ -446,7 +570,8 @@ def test_cooldown_after_an_automatic_action(ago: timedelta, verdict: Verdict) ->
 
 def test_cooldown_is_configurable() -> None:
     history = PolicyHistory(last_automatic_action_at=NOW - timedelta(minutes=20))
-    assert judge(scale(1, 20), history=history, cooldown=timedelta(minutes=30)).verdict is Verdict.SUPPRESS
+    outcome = judge(scale(1, 20), saturated(), history=history, cooldown=timedelta(minutes=30))
+    assert outcome.verdict is Verdict.SUPPRESS
 
 
 @pytest.mark.parametrize(
@@ -478,7 +603,7 @@ def test_an_invalid_target_is_overruled_even_in_dry_run_and_outside_the_allow_li
 
 def test_an_invalid_scale_up_is_overruled_even_in_approve_mode() -> None:
     decision = scale(1, 50)
-    assert_overruled(judge(decision, mode=PolicyMode.APPROVE), decision, "more than x2")
+    assert_overruled(judge(decision, saturated(), mode=PolicyMode.APPROVE), decision, "more than x2")
 
 
 def test_allow_list_comes_before_dry_run() -> None:

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.exc import DataError
 
-from analyzer import keys
-from analyzer.app import AnalyzerConfig, create_app
-from analyzer.policy import PolicyConfig, PolicyMode
-from analyzer.processing import ProcessingConfig
-from incidents import IncidentStatus
-from incidents.db import Store, StoreConfig
-from incidents.models import Action, Incident, IncidentAlert, utcnow
-from incidents.repository import IncidentRepository
-from incidents.secrets import Secret
+from analyzer import AnalyzerConfig, PolicyConfig, PolicyMode, ProcessingConfig, create_app, keys
+from analyzer.admission import AlertLimits, admit_alerts
+from analyzer.webhook import ParsedPayload, ingest
+from incidents import (
+    Action,
+    Incident,
+    IncidentAlert,
+    IncidentRepository,
+    IncidentStatus,
+    Store,
+    StoreConfig,
+    utcnow,
+)
+from incidents.runtime import Secret
 from tests.support.alerts import alert, payload
 from tests.support.contexts import StaticContextSource
 
@@ -81,7 +89,8 @@ async def test_firing_alert_opens_an_incident_and_queues_a_rollback(make_client:
     assert incident.engine == "rules"
     assert incident.decision["action"] == "ROLLBACK"
     assert incident.decision["target_revision"] == "demo-app-a-00001-ok"
-    assert incident.fault_started_source == "alert_starts_at"
+    # The rolled-back revision was created three minutes before the alert: the fault began with it.
+    assert incident.fault_started_source == "revision_created"
     async with store.session() as session:
         action = await session.scalar(select(Action))
     assert action is not None
@@ -95,6 +104,7 @@ async def test_firing_alert_opens_an_incident_and_queues_a_rollback(make_client:
         "incident.opened",
         "status.analyzing",
         "status.decided",
+        "fault.confirmed",
         "policy.execute",
         "action.queued",
         "status.queued",
@@ -158,6 +168,11 @@ async def test_alert_resolving_before_any_action_closes_the_incident(
     source.gate = asyncio.Event()
     firing = alert()
     await client.post("/api/v1/alerts", json=payload(firing))
+    # The analysis must hold the incident (waiting at the gate) before the alert resolves; otherwise
+    # the resolution closes an incident nobody claimed yet and there is no decision to discard.
+    async with asyncio.timeout(10):
+        while not source.calls:
+            await asyncio.sleep(0.01)
     resolved = {**firing, "status": "resolved", "endsAt": "2026-11-28T12:05:00Z"}
     body = await (await client.post("/api/v1/alerts", json=payload(resolved))).json()
     assert body["resolved"] == 1
@@ -222,6 +237,21 @@ async def test_alerts_without_a_service_label_are_ignored(make_client: Any, stor
     assert await count(store, Incident) == 0
 
 
+async def test_a_payload_that_records_nothing_is_refused_with_its_rejections(
+    make_client: Any, store: Store
+) -> None:
+    # One alert ignored (no service), one rejected (not a revision name): nothing is written, so the
+    # rejection is the answer (400), not a 200 that hides it.
+    client = await make_client()
+    bad = alert(service="demo-app-a")
+    bad["labels"]["revision"] = "*"
+    response = await client.post("/api/v1/alerts", json=payload(alert(service=""), bad))
+    assert response.status == 400
+    body = await response.json()
+    assert [(r["index"], r["reason"]) for r in body["rejected"]] == [(1, "bad_revision_name")]
+    assert await count(store, Incident) == 0
+
+
 async def test_bearer_token_is_required_when_configured(make_client: Any, store: Store) -> None:
     client = await make_client(webhook_token=Secret(TOKEN))
     body = payload(alert())
@@ -243,7 +273,9 @@ async def test_bearer_token_is_required_when_configured(make_client: Any, store:
 async def test_oversized_body_is_refused_with_413_and_nothing_stored(make_client: Any, store: Store) -> None:
     client = await make_client(max_body_bytes=2048)
     big = payload(*[alert(service=f"svc-{n}") for n in range(40)])
-    response = await client.post("/api/v1/alerts", data=json.dumps(big))
+    response = await client.post(
+        "/api/v1/alerts", data=json.dumps(big), headers={"Content-Type": "application/json"}
+    )
     assert response.status == 413
     assert "limit" in (await response.json())["error"]
     assert await count(store, Incident) == 0
@@ -284,6 +316,231 @@ async def test_invalid_payloads_get_400_naming_the_problem_and_store_nothing(
     assert error["field"] == field
     assert message in error["error"]
     assert await count(store, Incident) == 0
+
+
+async def post_json(client: TestClient[Any, Any], body: dict[str, Any]) -> Any:
+    response = await client.post("/api/v1/alerts", json=body)
+    return response.status, await response.json()
+
+
+async def test_poison_alerts_are_skipped_one_by_one_and_the_others_recorded(
+    make_client: Any, store: Store
+) -> None:
+    """Each of these broke PostgreSQL's insert (500, retried for ever by Alertmanager, the whole
+    notification lost) while SQLite took them; now each is refused alone, on both."""
+    client = await make_client()
+    nul_annotation = alert(alertname="HighLatencyP95", severity="warning")
+    nul_annotation["annotations"]["description"] = "p95\x00 over 1 s\x07"
+    body = payload(
+        alert(),
+        alert(service="s" * 300),
+        alert(service="payments", severity="x" * 40),
+        alert(service="payments", extra_labels={"team": "pay\x00ments"}),
+        nul_annotation,
+        {**alert(service="payments"), "startsAt": "2026-13-01T00:00:00Z"},
+        alert(service="payments"),
+    )
+    status, result = await post_json(client, body)
+    assert status == 200
+    assert [(r["index"], r["reason"], r["field"]) for r in result["rejected"]] == [
+        (1, "bad_service_name", "alerts.1.labels.service"),
+        (2, "value_too_long", "alerts.2.labels.severity"),
+        (3, "control_character", "alerts.3.labels.team"),
+        (5, "bad_timestamp", "alerts.5.startsAt"),
+    ]
+    assert all(r["message"] for r in result["rejected"])
+    assert (result["received"], result["new"], len(result["opened_incidents"])) == (7, 3, 2)
+    await settle(client)
+    assert await count(store, IncidentAlert) == 3
+    async with store.session() as session:
+        stored = {a.alertname: a for a in await session.scalars(select(IncidentAlert))}
+    assert stored["HighLatencyP95"].annotations["description"] == "p95 over 1 s"
+    assert {incident.service for incident in await all_incidents(store)} == {"demo-app-a", "payments"}
+    metrics = await (await client.get("/metrics")).text()
+    for reason, times in (("bad_service_name", 1), ("value_too_long", 1), ("control_character", 1)):
+        assert f'remediator_alerts_rejected_total{{reason="{reason}"}} {times}.0' in metrics
+    assert 'remediator_alerts_rejected_total{reason="too_many_labels"} 0.0' in metrics
+    assert 'remediator_webhook_requests_total{code="200"} 1.0' in metrics
+    # The same payload again: the recorded alerts are duplicates, the poison still refused, no 5xx.
+    status, again = await post_json(client, body)
+    assert (status, again["duplicate"], again["new"], len(again["rejected"])) == (200, 3, 0, 4)
+
+
+def refuse_alerts(monkeypatch: pytest.MonkeyPatch, *fingerprints: str) -> None:
+    """The store refuses these alerts' rows, as PostgreSQL refuses a value a column cannot hold."""
+    insert = IncidentRepository.add_alert
+
+    async def add_alert(self: IncidentRepository, incident: Incident, **row: Any) -> bool:
+        if row["fingerprint"] in fingerprints:
+            raise DataError("INSERT INTO incident_alerts ...", {}, Exception("value too long for type"))
+        return await insert(self, incident, **row)
+
+    monkeypatch.setattr(IncidentRepository, "add_alert", add_alert)
+
+
+async def test_a_row_the_store_refuses_costs_only_its_own_alert(
+    make_client: Any, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rule the admission lacks must not cost the notification: the refused alert's savepoint is
+    rolled back (with the incident it opened) and the others are recorded."""
+    client = await make_client()
+    refused = alert(service="payments", alertname="HighLatencyP95")
+    refuse_alerts(monkeypatch, refused["fingerprint"])
+    body = payload(alert(), refused, alert(service="payments"))
+    status, result = await post_json(client, body)
+    assert status == 200, result
+    assert (result["new"], len(result["opened_incidents"])) == (2, 2)
+    [rejection] = result["rejected"]
+    assert (rejection["index"], rejection["reason"], rejection["field"]) == (
+        1,
+        "refused_by_store",
+        "alerts.1",
+    )
+    assert "value too long" in rejection["message"]
+    await settle(client)
+    incidents = {incident.service: incident for incident in await all_incidents(store)}
+    assert sorted(incidents) == ["demo-app-a", "payments"]
+    async with store.session() as session:
+        alerts = list(await session.scalars(select(IncidentAlert).order_by(IncidentAlert.id)))
+    assert [(a.alertname, a.incident_id) for a in alerts] == [
+        ("HighErrorRate", incidents["demo-app-a"].id),
+        ("HighErrorRate", incidents["payments"].id),
+    ]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'remediator_alerts_rejected_total{reason="refused_by_store"} 1.0' in metrics
+    # Not remembered as recorded: a resend tries the refused alert again.
+    status, again = await post_json(client, body)
+    assert (status, again["duplicate"], [r["index"] for r in again["rejected"]]) == (200, 2, [1])
+
+
+async def test_a_payload_whose_every_row_the_store_refuses_is_a_400(
+    make_client: Any, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await make_client()
+    body = payload(alert(), alert(service="payments"))
+    refuse_alerts(monkeypatch, *(a["fingerprint"] for a in body["alerts"]))
+    status, error = await post_json(client, body)
+    assert status == 400, error
+    assert error["field"] == "alerts.0"
+    assert "the incident store refused the alert" in error["error"]
+    assert [(r["index"], r["reason"]) for r in error["rejected"]] == [
+        (0, "refused_by_store"),
+        (1, "refused_by_store"),
+    ]
+    assert await count(store, Incident) == 0
+    metrics = await (await client.get("/metrics")).text()
+    assert 'remediator_webhook_requests_total{code="400"} 1.0' in metrics
+
+
+async def test_rows_postgresql_refuses_are_skipped_alone_and_sqlite_keeps_them(store: Store) -> None:
+    """The same alerts on both stores, past the admission (as a rule it lacked would let them):
+    PostgreSQL refuses a severity longer than its column and a NUL in JSONB, SQLite keeps both; on
+    neither does the valid alert beside them get lost."""
+    admitted, _ = admit_alerts([alert(), alert(service="payments"), alert(service="orders")], AlertLimits())
+    valid, long_severity, nul_label = admitted
+    long_severity = replace(long_severity, labels={**long_severity.labels, "severity": "x" * 40})
+    nul_label = replace(nul_label, labels={**nul_label.labels, "team": "pay\x00ments"})
+    parsed = ParsedPayload(received=3, alerts=[valid, long_severity, nul_label], rejected=[])
+    result = await ingest(store, parsed, now=utcnow())
+    recorded = {incident.service for incident in await all_incidents(store)}
+    if store.dialect == "postgresql":
+        assert [(r.index, r.reason) for r in result.rejected] == [
+            (1, "refused_by_store"),
+            (2, "refused_by_store"),
+        ]
+        assert "character varying(32)" in result.rejected[0].message
+        assert (result.new, recorded) == (1, {"demo-app-a"})
+    else:
+        assert (result.rejected, result.new) == ([], 3)
+        assert recorded == {"demo-app-a", "payments", "orders"}
+
+
+async def test_a_one_mib_annotation_is_cut_and_the_alerts_beside_it_are_kept(
+    make_client: Any, store: Store
+) -> None:
+    """Under the default body limit a notification with a 1 MiB description is read whole: the
+    description is cut to REMEDIATOR_MAX_ANNOTATION_CHARS, and no alert of it is lost (a 413 used to
+    drop all six, and Alertmanager does not retry a 4xx)."""
+    client = await make_client()
+    verbose = alert(service="payments")
+    verbose["annotations"]["description"] = "x" * (1 << 20)
+    body = payload(*[alert(service=f"svc-{n}") for n in range(5)], verbose)
+    response = await client.post(
+        "/api/v1/alerts",
+        data=io.BytesIO(json.dumps(body).encode()),  # a stream: a large bytes body blocks the loop
+        headers={"Content-Type": "application/json"},
+    )
+    result = await response.json()
+    assert response.status == 200, result
+    assert (result["new"], result["rejected"]) == (6, [])
+    async with store.session() as session:
+        stored = await session.scalar(
+            select(IncidentAlert).where(IncidentAlert.fingerprint == verbose["fingerprint"])
+        )
+    assert stored is not None
+    marker = f"... [cut {(1 << 20) - 4096} characters]"
+    assert stored.annotations["description"] == "x" * (4096 - len(marker)) + marker
+
+
+async def all_incidents(store: Store) -> list[Incident]:
+    async with store.session() as session:
+        return list(await IncidentRepository(session).list_incidents())
+
+
+async def test_a_payload_with_no_recordable_alert_is_a_400_naming_each_problem(
+    make_client: Any, store: Store
+) -> None:
+    client = await make_client()
+    body = payload(
+        alert(service="x" * 256),
+        {**alert(), "fingerprint": "zz\x00"},
+        alert(extra_labels={"note": "\x00"}),
+    )
+    status, error = await post_json(client, body)
+    assert status == 400
+    assert error["field"] == "alerts.0.labels.service"
+    assert "no alert of the payload can be recorded" in error["error"]
+    assert "and 2 more" in error["error"]
+    assert [(r["index"], r["reason"]) for r in error["rejected"]] == [
+        (0, "bad_service_name"),
+        (1, "bad_fingerprint"),
+        (2, "control_character"),
+    ]
+    assert await count(store, Incident) == 0
+    assert await count(store, IncidentAlert) == 0
+    metrics = await (await client.get("/metrics")).text()
+    assert 'remediator_webhook_requests_total{code="400"} 1.0' in metrics
+    assert 'remediator_alerts_rejected_total{reason="bad_fingerprint"} 1.0' in metrics
+
+
+async def test_more_alerts_than_the_cap_are_refused_whole(make_client: Any, store: Store) -> None:
+    client = await make_client(alert_limits=AlertLimits(max_alerts=3))
+    status, error = await post_json(client, payload(*[alert(service=f"svc-{n}") for n in range(4)]))
+    assert (status, error["field"]) == (400, "alerts")
+    assert "4 alerts in one payload, more than the limit of 3" in error["error"]
+    assert await count(store, Incident) == 0
+    status, _ = await post_json(client, payload(*[alert(service=f"svc-{n}") for n in range(3)]))
+    assert status == 200
+    assert await count(store, Incident) == 3
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Content-Type": "text/plain"}, {"Content-Type": "application/x-www-form-urlencoded"}, {}],
+)
+async def test_the_webhook_takes_only_json_bodies(
+    make_client: Any, store: Store, headers: dict[str, str]
+) -> None:
+    """A web page can post a form or text/plain to any address without a preflight; never JSON."""
+    client = await make_client()
+    response = await client.post(
+        "/api/v1/alerts", data=json.dumps(payload(alert())).encode(), headers=headers
+    )
+    assert response.status == 415
+    assert "application/json" in (await response.json())["error"]
+    assert await count(store, Incident) == 0
+    metrics = await (await client.get("/metrics")).text()
+    assert 'remediator_webhook_requests_total{code="415"} 1.0' in metrics
 
 
 async def test_work_left_in_analyzing_by_a_crashed_process_is_picked_up(
@@ -354,7 +611,11 @@ async def test_health_readiness_and_metrics(make_client: Any) -> None:
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200
-    assert (await ready.json())["store"] == "ok"
+    assert await ready.json() == {"status": "ready", "store": "ok"}
+    insecure = await make_client(insecure_no_auth=True)
+    warned = await (await insecure.get("/readyz")).json()
+    assert warned["status"] == "ready"
+    assert "--insecure-no-auth" in warned["warnings"][0]
     await client.post("/api/v1/alerts", json=payload(alert()))
     await settle(client)
     metrics = await client.get("/metrics")
@@ -373,6 +634,7 @@ async def test_readyz_reports_an_unreachable_store(
     client = await aiohttp_client(app)
     response = await client.get("/readyz")
     assert response.status == 503
-    assert (await response.json())["status"] == "unavailable"
+    body = await response.json()
+    assert body == {"status": "unavailable", "store": "unreachable"}  # no host, user or database name
     await client.close()
     await store.dispose()

@@ -1,53 +1,65 @@
-"""What happens after the webhook answered: evidence, decision, policy, and the queued action.
+"""One incident, from the analysis lease to the committed decision:
 
-For one incident:
     take the analysis lease (open -> analyzing)
-    -> collect the IncidentContext and estimate the fault onset (network; no transaction open)
+    -> collect the IncidentContext while estimating the fault onset (network; no transaction open)
     -> run the engine
+    -> for a ROLLBACK or SCALE_UP, check on a fresh short window that the fault still holds
+       (confirmation.py; a start-up blip that has stopped is not acted on)
     -> in ONE transaction: re-check the lease, run the policy on fresh history, store the decision,
-       queue the action (and NOTIFY the actuator on PostgreSQL), move the incident on.
+       queue the action (the work queue wakes the actuator when it commits), move the incident on.
 
-A failure is recorded on the incident and retried up to `max_attempts`, then the incident fails with
-the reason. An incident left `analyzing` by a crashed process is picked up again when its lease runs
-out (the sweep), so work survives a restart.
+A failure is recorded on the incident; after `max_attempts` the incident fails with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from analyzer.config import ProcessingConfig
 from analyzer.engines.base import DecisionEngine, EngineResult
 from analyzer.metrics import AnalyzerMetrics
-from analyzer.policy import PolicyGuard, PolicyHistory, PolicyOutcome, Verdict, describe
+from analyzer.policy import PolicyGuard, PolicyHistory, PolicyOutcome, Verdict
+from analyzer.processing.confirmation import FaultConfirmation, FaultState, confirm_fault
+from analyzer.processing.onset import deploy_onset
+from analyzer.processing.queueing import queue_action
+from analyzer.processing.rounds import round_alert
+from collector import SourceResult
 from incidents import (
     CHANGING_ACTIONS,
+    ActionRepository,
     ActionStatus,
     ActionType,
     AlertInfo,
     Decision,
+    Figures,
+    Incident,
     IncidentContext,
+    IncidentRepository,
     IncidentStatus,
     RecentAction,
+    Store,
+    alert_info,
+    database_now,
+    describe_decision,
+    primary_alert,
+    recent_action_from_row,
+    utcnow,
 )
-from incidents.db import Store
-from incidents.models import Action, Incident, IncidentAlert, utcnow
-from incidents.repository import ActionRepository, IncidentRepository
+from incidents.lifecycle import record_round
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("analyzer.processing")
 
-ACTIONS_CHANNEL = "remediator_actions"
 # Serializes the global-cap check across analyzers on PostgreSQL (pg_advisory_xact_lock key).
 POLICY_LOCK_KEY = 0x52454D45  # "REME"
+# A process clock this far off the database's is logged when a decision reads the history.
+CLOCK_DRIFT_WARNING_SECONDS = 5.0
 
 
 class ContextSource(Protocol):
@@ -59,53 +71,12 @@ class ContextSource(Protocol):
 
     async def estimate_onset(self, alert: AlertInfo) -> tuple[datetime, str] | None: ...
 
-
-@dataclass(frozen=True, kw_only=True)
-class ProcessingConfig:
-    lease: timedelta = timedelta(seconds=60)
-    max_attempts: int = 3
-    workers: int = 4
-    sweep_interval: float = 5.0
-    # How far back the store's actions count as `recent_actions` in the context.
-    history_window: timedelta = timedelta(hours=24)
+    async def fresh_figures(
+        self, service: str, revisions: list[str], *, window_seconds: int, now: datetime
+    ) -> SourceResult[Figures]: ...
 
 
-def recent_action_from_row(action: Action) -> RecentAction:
-    params = action.params or {}
-    return RecentAction(
-        action=action.type,  # type: ignore[arg-type]  # validated by the model
-        at=action.created_at,
-        target_revision=params.get("target_revision"),
-        from_revision=params.get("from_revision"),
-        outcome=action.status,
-        manual=action.manual,
-    )
-
-
-def primary_alert(alerts: list[IncidentAlert]) -> IncidentAlert:
-    """The alert to collect evidence for: firing before resolved, critical before others, oldest first."""
-
-    def rank(alert: IncidentAlert) -> tuple[int, int, Any]:
-        return (alert.status != "firing", alert.severity != "critical", alert.starts_at)
-
-    return sorted(alerts, key=rank)[0]
-
-
-def alert_info(alert: IncidentAlert) -> AlertInfo:
-    return AlertInfo(
-        name=alert.alertname,
-        status="firing" if alert.status == "firing" else "resolved",
-        severity=alert.severity,
-        starts_at=alert.starts_at,
-        ends_at=alert.ends_at,
-        fingerprint=alert.fingerprint,
-        labels=alert.labels,
-        annotations=alert.annotations,
-        generator_url=alert.generator_url,
-    )
-
-
-class IncidentProcessor:
+class IncidentPipeline:
     def __init__(
         self,
         *,
@@ -114,103 +85,40 @@ class IncidentProcessor:
         engine: DecisionEngine,
         policy: PolicyGuard,
         metrics: AnalyzerMetrics,
-        config: ProcessingConfig | None = None,
-        owner: str | None = None,
+        config: ProcessingConfig,
+        owner: str,
     ) -> None:
         self.store = store
         self.context_source = context_source
         self.engine = engine
         self.policy = policy
         self.metrics = metrics
-        self.config = config or ProcessingConfig()
-        self.owner = owner or f"analyzer-{uuid.uuid4().hex[:8]}"
-        self._queue: asyncio.Queue[int | None] = asyncio.Queue()
-        self._stopping = asyncio.Event()
-        self._pending: set[int] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._in_flight = 0
-
-    # lifecycle
-
-    def notify(self, incident_ids: list[int]) -> None:
-        """Queue incidents for analysis (called by the webhook after its transaction committed)."""
-        if self._stopping.is_set():
-            return  # the sweep of the next process picks these up
-        for incident_id in incident_ids:
-            if incident_id not in self._pending:
-                self._pending.add(incident_id)
-                self._idle.clear()
-                self._queue.put_nowait(incident_id)
-
-    async def start(self) -> None:
-        self._stopping.clear()
-        for number in range(self.config.workers):
-            self._tasks.append(asyncio.create_task(self._work(), name=f"analysis-worker-{number}"))
-        self._tasks.append(asyncio.create_task(self._sweep(), name="analysis-sweep"))
-
-    async def stop(self, grace_seconds: float = 10.0) -> None:
-        """Let in-flight analyses finish (cancelling one mid-transaction would waste it), then stop."""
-        self._stopping.set()
-        for _ in range(self.config.workers):
-            self._queue.put_nowait(None)
-        _, pending = await asyncio.wait(self._tasks, timeout=grace_seconds)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-
-    async def wait_idle(self) -> None:
-        """Wait until every queued incident has been processed (tests, benchmarks)."""
-        await self._idle.wait()
-
-    async def _work(self) -> None:
-        while True:
-            incident_id = await self._queue.get()
-            if incident_id is None:
-                return
-            self._in_flight += 1
-            try:
-                await self.process(incident_id)
-            except Exception:  # process() records its own failures; this is the last resort
-                log.exception("analysis crashed", extra={"incident_id": incident_id})
-            finally:
-                self._in_flight -= 1
-                self._pending.discard(incident_id)
-                if not self._pending and self._in_flight == 0:
-                    self._idle.set()
-
-    async def _sweep(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                async with self.store.session() as session:
-                    waiting = await IncidentRepository(session).list_needing_analysis(now=utcnow())
-                self.notify(list(waiting))
-            except Exception:
-                log.exception("analysis sweep failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.config.sweep_interval)
-
-    # one incident
+        self.config = config
+        self.owner = owner
 
     async def process(self, incident_id: int) -> None:
+        """Take one incident from `open` (or an expired `analyzing`) to its decision; a failure is
+        recorded on it, and retried by the sweep until `max_attempts`."""
         started = time.perf_counter()
         claimed = await self._claim(incident_id)
         if claimed is None:
             return
         alert, recent = claimed
         try:
-            onset = await self.context_source.estimate_onset(alert)
-            context = await self.context_source.build_context(alert, recent_actions=recent, now=utcnow())
+            # The onset and the context are independent reads: one wait for both, not two in a row.
+            onset_read = asyncio.create_task(self.context_source.estimate_onset(alert))
+            try:
+                context = await self.context_source.build_context(alert, recent_actions=recent, now=utcnow())
+                onset = await onset_read
+            finally:
+                onset_read.cancel()  # a failed context read leaves nothing running behind it
             engine_started = time.perf_counter()
             result = await self.engine.decide(context)
             self.metrics.engine_duration.labels(self.engine.name).observe(
                 time.perf_counter() - engine_started
             )
-            outcome = await self._commit(incident_id, context, result, onset)
+            confirmation = await self._confirm(context, result.decision)
+            outcome = await self._commit(incident_id, context, result, onset, confirmation)
         except Exception as exc:
             self.metrics.analysis_errors.inc()
             log.exception("analysis failed", extra={"incident_id": incident_id})
@@ -218,6 +126,21 @@ class IncidentProcessor:
             return
         if outcome is not None:
             self.metrics.decision_duration.labels(self.engine.name).observe(time.perf_counter() - started)
+
+    async def _confirm(self, context: IncidentContext, decision: Decision) -> FaultConfirmation | None:
+        """For a change, whether the fault still holds on a fresh window; None when not checked."""
+        settings = self.config.confirmation
+        if decision.action not in CHANGING_ACTIONS or settings.confirm_window.total_seconds() <= 0:
+            return None
+        confirmation = await confirm_fault(
+            context,
+            decision,
+            self.context_source,
+            config=settings,
+            evidence=self.policy.config.evidence,
+        )
+        self.metrics.fault_confirmations.labels(confirmation.state.value).inc()
+        return confirmation
 
     async def _claim(self, incident_id: int) -> tuple[AlertInfo, list[RecentAction]] | None:
         now = utcnow()
@@ -240,7 +163,9 @@ class IncidentProcessor:
             rows = await ActionRepository(session).list_recent_for_service(
                 incident.service, since=now - self.config.history_window
             )
-            return alert_info(primary_alert(alerts)), [recent_action_from_row(row) for row in rows]
+            return round_alert(incident, alert_info(primary_alert(alerts))), [
+                recent_action_from_row(row) for row in rows
+            ]
 
     async def _commit(
         self,
@@ -248,6 +173,7 @@ class IncidentProcessor:
         context: IncidentContext,
         result: EngineResult,
         onset: tuple[datetime, str] | None,
+        confirmation: FaultConfirmation | None = None,
     ) -> PolicyOutcome | None:
         now = utcnow()
         changes = result.decision.action in CHANGING_ACTIONS
@@ -272,8 +198,12 @@ class IncidentProcessor:
             outcome = self.policy.evaluate(
                 result.decision, context, history, now=now, approval_reason=result.approval_reason
             )
+            checked: tuple[str, FaultConfirmation] | None = None
+            if confirmation is not None:
+                outcome, kind = self._apply_confirmation(outcome, confirmation)
+                checked = (kind, confirmation) if kind is not None else None
             self._store_decision(incident, context, result, outcome, onset)
-            await self._advance(session, incident, context, result, outcome, now=now)
+            await self._advance(session, incident, context, result, outcome, now=now, checked=checked)
         self._count(result, outcome)
         log.info(
             "incident decided",
@@ -288,15 +218,61 @@ class IncidentProcessor:
         )
         return outcome
 
+    @staticmethod
+    def _apply_confirmation(
+        outcome: PolicyOutcome, confirmation: FaultConfirmation
+    ) -> tuple[PolicyOutcome, str | None]:
+        """A change goes ahead only on a fault that still holds: one that stopped is not acted on
+        (nor put to a human), one that cannot be confirmed waits for a human. Returns the outcome and
+        the timeline event kind that records the check (None when it did not matter)."""
+        if outcome.verdict not in (Verdict.EXECUTE, Verdict.AWAIT_APPROVAL):
+            return outcome, None
+        if confirmation.state is FaultState.HOLDS:
+            return outcome, "fault.confirmed"
+        if confirmation.state is FaultState.STOPPED:
+            proposed = outcome.decision
+            stopped = proposed.model_copy(
+                update={
+                    "action": ActionType.NONE,
+                    "target_revision": None,
+                    "scale": None,
+                    "root_cause": f"Recovered before any action: {confirmation.reason}.",
+                    "explanation": (
+                        f"No action: the engine proposed to {describe_decision(proposed)}, but the fault "
+                        "had stopped by the time it decided (a start-up blip, or a fault that cleared)."
+                    ),
+                    "evidence": [*proposed.evidence, f"fresh check: {confirmation.reason}"],
+                }
+            )
+            recovered = PolicyOutcome(verdict=Verdict.PASS, decision=stopped, reason=confirmation.reason)
+            return recovered, "fault.stopped"
+        if outcome.verdict is Verdict.AWAIT_APPROVAL:
+            return outcome, "fault.unconfirmed"
+        reason = f"could not confirm that the fault still holds: {confirmation.reason}"
+        held = PolicyOutcome(verdict=Verdict.AWAIT_APPROVAL, decision=outcome.decision, reason=reason)
+        return held, "fault.unconfirmed"
+
     async def _policy_history(self, session: AsyncSession, service: str, *, now: datetime) -> PolicyHistory:
+        """The store's history, measured on the database's clock (`as_of`): actions are stamped with
+        it (`_queue_action`), so the cooldown and the hourly cap hold across replicas whose clocks
+        differ. `now` is this process's clock, read only to report a drift."""
+        as_of = await database_now(session)
+        drift = (now - as_of).total_seconds()
+        if abs(drift) > CLOCK_DRIFT_WARNING_SECONDS:
+            log.warning(
+                "this process's clock is %.1fs off the database's; cooldowns use the database's",
+                drift,
+                extra={"drift_seconds": round(drift, 3), "service": service},
+            )
         actions = ActionRepository(session)
-        since = now - max(self.policy.config.flap_window, self.policy.config.cooldown)
+        since = as_of - max(self.policy.config.flap_window, self.policy.config.cooldown)
         rows = await actions.list_recent_for_service(service, since=since)
         executed = [row for row in rows if not row.manual and row.status != ActionStatus.CANCELLED.value]
         return PolicyHistory(
             recent_actions=[recent_action_from_row(row) for row in rows],
             last_automatic_action_at=max((row.created_at for row in executed), default=None),
-            automatic_actions_last_hour=await actions.count_automatic_since(now - timedelta(hours=1)),
+            automatic_actions_last_hour=await actions.count_automatic_since(as_of - timedelta(hours=1)),
+            as_of=as_of,
         )
 
     @staticmethod
@@ -317,11 +293,14 @@ class IncidentProcessor:
         incident.engine_fallback_reason = result.fallback_reason
         incident.llm_usage = result.usage
         incident.error_rate = context.metrics.error_rate
+        floor = incident.fault_not_before
+        if onset is not None and floor is not None and onset[0] < floor:
+            onset = (floor, "fault_not_before")  # the condition has held since another fault's onset
         if onset is not None:
             incident.fault_started_at, incident.fault_started_source = onset
-        elif incident.fault_started_at is None:
-            incident.fault_started_at = incident.alert_fired_at
-            incident.fault_started_source = "alert_starts_at"
+        elif incident.fault_started_at is None or (floor is not None and incident.fault_started_at < floor):
+            incident.fault_started_at = floor or incident.alert_fired_at
+            incident.fault_started_source = "fault_not_before" if floor else "alert_starts_at"
         deployed = deploy_onset(context, result.decision, incident.fault_started_at)
         if deployed is not None:
             incident.fault_started_at, incident.fault_started_source = deployed
@@ -335,6 +314,7 @@ class IncidentProcessor:
         outcome: PolicyOutcome,
         *,
         now: datetime,
+        checked: tuple[str, FaultConfirmation] | None = None,
     ) -> None:
         incidents = IncidentRepository(session)
         proposed, final = result.decision, outcome.decision
@@ -355,26 +335,40 @@ class IncidentProcessor:
             now=now,
             data={"decision": proposed.to_json_dict()},
         )
+        if checked is not None:
+            kind, confirmation = checked
+            await incidents.events.add(
+                incident.id,
+                kind,
+                confirmation.reason,
+                actor="analyzer",
+                at=now,
+                data={"confirmation": confirmation.as_data()},
+            )
         verdict = outcome.verdict
         if verdict is not Verdict.PASS:
             await incidents.events.add(
                 incident.id,
                 f"policy.{verdict.value}",
-                outcome.reason or f"policy allows: {describe(final)}",
+                outcome.reason or f"policy allows: {describe_decision(final)}",
                 actor="policy",
                 at=now,
             )
         if verdict is Verdict.EXECUTE:
             await self._queue_action(session, incident, context, final, now=now)
             await incidents.transition(
-                incident, IncidentStatus.QUEUED, actor="policy", message=f"queued: {describe(final)}", now=now
+                incident,
+                IncidentStatus.QUEUED,
+                actor="policy",
+                message=f"queued: {describe_decision(final)}",
+                now=now,
             )
         elif verdict is Verdict.AWAIT_APPROVAL:
             await incidents.transition(
                 incident,
                 IncidentStatus.AWAITING_APPROVAL,
                 actor="policy",
-                message=f"waiting for approval to {describe(final)}: {outcome.reason}",
+                message=f"waiting for approval to {describe_decision(final)}: {outcome.reason}",
                 now=now,
                 reason=outcome.reason,
             )
@@ -405,9 +399,11 @@ class IncidentProcessor:
                 now=now,
                 reason=final.root_cause if verdict is Verdict.PASS else outcome.reason,
             )
+        if incident.analysis_round > 1:  # a re-analysis: the round, its evidence and its outcome
+            await record_round(incidents, incident, now=now)
 
-    @staticmethod
     async def _queue_action(
+        self,
         session: AsyncSession,
         incident: Incident,
         context: IncidentContext,
@@ -415,7 +411,11 @@ class IncidentProcessor:
         *,
         now: datetime,
     ) -> None:
-        await queue_action(session, incident, context, decision, requested_by="analyzer", now=now)
+        # Stamped with the database's clock, which the next decision's cooldown reads it against.
+        queued_at = await database_now(session)
+        await queue_action(
+            self.store, session, incident, context, decision, requested_by="analyzer", now=queued_at
+        )
 
     def _count(self, result: EngineResult, outcome: PolicyOutcome) -> None:
         proposed = result.decision
@@ -467,84 +467,3 @@ class IncidentProcessor:
                     incident.lease_expires_at = now + timedelta(seconds=2**incident.analysis_attempts)
         except Exception:
             log.exception("could not record the analysis failure", extra={"incident_id": incident_id})
-
-
-async def queue_action(
-    session: AsyncSession,
-    incident: Incident,
-    context: IncidentContext | None,
-    decision: Decision,
-    *,
-    requested_by: str,
-    now: datetime,
-    manual: bool = False,
-) -> Action:
-    """Queue the action a decision calls for, in the caller's transaction, and wake the actuator."""
-    params: dict[str, Any] = {"decision_engine": decision.engine}
-    if decision.action is ActionType.ROLLBACK:
-        params["target_revision"] = decision.target_revision
-        failing = _failing_revision(context) if context is not None else None
-        if failing:
-            params["from_revision"] = failing
-    elif decision.action is ActionType.SCALE_UP and decision.scale is not None:
-        params["min_instances"] = decision.scale.min_instances
-        params["max_instances"] = decision.scale.max_instances
-    action = await ActionRepository(session).enqueue(
-        service=incident.service,
-        type=decision.action.value,
-        params=params,
-        incident_id=incident.id,
-        manual=manual,
-        requested_by=requested_by,
-        now=now,
-    )
-    await IncidentRepository(session).events.add(
-        incident.id,
-        "action.queued",
-        f"action {action.id} queued: {describe(decision)}",
-        actor=requested_by,
-        data={"action_id": action.id, "type": action.type, "params": params},
-        at=now,
-    )
-    await notify_actuator(session, action.id)
-    return action
-
-
-async def notify_actuator(session: AsyncSession, action_id: int) -> None:
-    """On PostgreSQL, wake listening actuators when the transaction commits; SQLite workers poll."""
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(
-            text("SELECT pg_notify(:channel, :payload)"),
-            {"channel": ACTIONS_CHANNEL, "payload": str(action_id)},
-        )
-
-
-# A deploy blamed for a fault more than this long before the metrics saw it is not its onset.
-DEPLOY_ONSET_HORIZON = timedelta(minutes=15)
-
-
-def deploy_onset(
-    context: IncidentContext, decision: Decision, estimated: datetime | None
-) -> tuple[datetime, str] | None:
-    """For a regression rolled back, the fault began when the failing revision went out.
-
-    The engine only blames a revision that did not serve healthily before the onset, so its errors
-    began with its first requests: its creation is a closer onset than any metric window, which lags
-    by service discovery, a scrape and the window itself.
-    """
-    if decision.action is not ActionType.ROLLBACK or estimated is None:
-        return None
-    failing = context.revision(_failing_revision(context))
-    if failing is None or failing.created_at is None:
-        return None
-    if estimated - DEPLOY_ONSET_HORIZON <= failing.created_at <= estimated:
-        return failing.created_at, "revision_created"
-    return None
-
-
-def _failing_revision(context: IncidentContext) -> str | None:
-    """The newest serving revision: what a rollback moves traffic away from."""
-    for revision in context.revisions:
-        if revision.traffic_percent > 0:
-            return revision.name
-    return None

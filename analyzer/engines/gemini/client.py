@@ -1,4 +1,5 @@
-"""The production google-genai client for a GeminiConfig, open for the lifetime of its user.
+"""The client the engine talks to: the part of google-genai it uses (`GenAIClient`), and the
+production client for a GeminiConfig, open for the lifetime of its user.
 
 The SDK speaks HTTP through aiohttp when it is installed. Left alone it creates its own session by
 subclassing `aiohttp.ClientSession`, which aiohttp deprecates (a DeprecationWarning per event loop);
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 import aiohttp
 from google import genai
@@ -22,7 +24,20 @@ from google.auth.credentials import Credentials
 from google.genai import types
 from google.genai.client import AsyncClient
 
-from analyzer.engines.gemini import GeminiConfig
+from analyzer.engines.gemini.config import GeminiConfig
+
+
+class ModelsAPI(Protocol):
+    async def generate_content(
+        self, *, model: str, contents: Any, config: Any = None
+    ) -> types.GenerateContentResponse: ...
+
+
+class GenAIClient(Protocol):
+    """The part of `google.genai.client.AsyncClient` the engine uses."""
+
+    @property
+    def models(self) -> ModelsAPI: ...
 
 
 @asynccontextmanager
