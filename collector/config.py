@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from collector.sources.queries import MetricsProfile, MetricsTiming, PrometheusQueries, queries_for
 from incidents import Thresholds
 
 
@@ -44,7 +45,23 @@ class CollectorConfig:
     max_log_chars: int = 500
     log_lookback_seconds: int = 600
     thresholds: HealthThresholds = field(default_factory=HealthThresholds)
-    # Capacity metrics: the demo apps' names; on real Cloud Run, Cloud Monitoring's equivalents
-    # through Google Managed Prometheus.
+    # Which request metrics to read: the demo apps' own (`app`) or the ones Cloud Run records for
+    # every revision (`cloud-run`, through Managed Prometheus' PromQL on Cloud Monitoring).
+    metrics_profile: MetricsProfile = MetricsProfile.APP
+    # How those metrics arrive (sampling period, visibility delay); None: the profile's own
+    # (5 s scrapes for `app`; 60 s samples readable up to 120 s later for `cloud-run`).
+    metrics_timing: MetricsTiming | None = None
+    # Capacity metrics of the `app` profile (the demo apps' names).
     instances_metric: str = "run_container_instances"
     utilization_metric: str = "run_container_utilization_ratio"
+    # `google`: OAuth2 tokens from application default credentials on every query; `none`: no
+    # credentials; None: google for Managed Prometheus (monitoring.googleapis.com), none otherwise.
+    prometheus_auth: str | None = None
+
+    def queries(self) -> PrometheusQueries:
+        return queries_for(
+            self.metrics_profile,
+            timing=self.metrics_timing,
+            instances_metric=self.instances_metric,
+            utilization_metric=self.utilization_metric,
+        )

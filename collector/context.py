@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from collector.config import CollectorConfig
+from collector.exceptions import SourceFailed
 from collector.sources.base import SourceResult, bounded
 from collector.sources.cloudrun import (
     DEFAULT_MAX_INSTANCES,
@@ -41,9 +42,8 @@ from incidents import (
 
 log = logging.getLogger(__name__)
 MAX_HISTORY_REVISIONS = 5
-# Onset estimation: the alert's condition over a short window, evaluated every scrape interval.
-ONSET_WINDOW_SECONDS = 15
-ONSET_STEP_SECONDS = 5
+# Onset estimation: the alert's condition over a short window (the profile's: 15 s for scraped app
+# metrics, two sampling periods for Cloud Monitoring's), evaluated once per sampling period.
 ONSET_LOOKBACK_SECONDS = 900
 
 
@@ -72,9 +72,7 @@ class ContextBuilder:
         owns_clients = clients is None
         if clients is None:
             try:
-                clients = CloudRunClients.create(
-                    project=config.project, region=config.region, endpoint=config.cloud_run_endpoint
-                )
+                clients = CloudRunClients.for_collector(config)
             except Exception as exc:  # e.g. no application default credentials on this machine
                 log.warning("Cloud Run client unavailable; contexts will name the gap: %s", exc)
         session = aiohttp.ClientSession()
@@ -107,11 +105,14 @@ class ContextBuilder:
         config = self.config
         service = alert.labels.get("service", "")
         timeout = config.query_timeout
-        baseline_at = alert.starts_at - timedelta(seconds=config.baseline_gap_seconds)
+        window = self._window
+        # The alert fired from data that was already `lag` old: the baseline ends that much earlier too.
+        lag = self.prometheus.queries.timing.lag_seconds
+        baseline_at = alert.starts_at - timedelta(seconds=config.baseline_gap_seconds + lag)
         current, baseline, capacity, state, logs, last_served = await asyncio.gather(
             bounded(
                 "prometheus",
-                self.prometheus.window(service, at=now, window=config.window_seconds, extra_quantiles=True),
+                self.prometheus.window(service, at=now, window=window, extra_quantiles=True),
                 seconds=timeout,
             ),
             bounded(
@@ -120,7 +121,7 @@ class ContextBuilder:
                 seconds=timeout,
             ),
             bounded("prometheus", self.prometheus.capacity(service, at=now), seconds=timeout),
-            self._service_state(service),
+            self.service_state(service),
             self._logs(service, now=now),
             bounded(
                 "prometheus",
@@ -132,9 +133,15 @@ class ContextBuilder:
         histories = await self._histories(service, state, last_served, gaps)
         return IncidentContext(
             observed_at=now,
-            service=ServiceRef(name=service, project=config.project, region=config.region),
+            service=ServiceRef(
+                name=service,
+                project=config.project,
+                region=config.region,
+                generation=state.value.generation if state.value else None,
+                etag=state.value.etag if state.value else None,
+            ),
             alert=alert,
-            thresholds=config.thresholds.for_window(config.window_seconds),
+            thresholds=config.thresholds.for_window(window),
             metrics=self._service_metrics(current, baseline),
             revisions=self._revisions(state.value, current.value, baseline.value, histories),
             scaling=self._scaling(state.value, capacity),
@@ -143,30 +150,44 @@ class ContextBuilder:
             gaps=gaps,
         )
 
+    async def fresh_figures(
+        self, service: str, revisions: list[str], *, window_seconds: int, now: datetime
+    ) -> SourceResult[Figures]:
+        """The given revisions' figures together over a short window ending now (or at the newest
+        readable point, for a profile whose samples arrive late): is the fault still there?"""
+        return await bounded(
+            "prometheus",
+            self.prometheus.revisions_window(service, revisions, at=now, window=window_seconds),
+            seconds=self.config.query_timeout,
+        )
+
     async def estimate_onset(self, alert: AlertInfo) -> tuple[datetime, str] | None:
         """When the fault began, estimated from the metrics.
 
         Prometheus sets an alert's startsAt when it starts *firing*: its own rule window plus `for:`
         after the onset. Better: the first evaluation of the unbroken run in which the alert's condition
-        (error ratio or p95 over the thresholds) held over a short window (`ONSET_WINDOW_SECONDS`),
-        by a range query ending at startsAt. Fallback: ALERTS_FOR_STATE's activeAt (the first
-        evaluation at which the alert's own, longer-window condition held). None when neither answers.
+        (error ratio or p95 over the thresholds) held over a short window (the profile's
+        `onset_window_seconds`), by a range query ending where the alert's data ended. Fallback:
+        ALERTS_FOR_STATE's activeAt (the first evaluation at which the alert's own, longer-window
+        condition held). None when neither answers.
         """
         service = alert.labels.get("service", "")
         thresholds = self.config.thresholds
         queries = self.prometheus.queries
+        window, step = queries.onset_window_seconds, queries.onset_step_seconds
         if alert.name == "HighLatencyP95":
-            condition = queries.p95_above(service, ONSET_WINDOW_SECONDS, thresholds.latency_p95_ms / 1000)
-            source = f"p95_{ONSET_WINDOW_SECONDS}s"
+            condition = queries.p95_above(service, window, thresholds.latency_p95_ms)
+            source = f"p95_{window}s"
         else:
-            condition = queries.error_ratio_above(service, ONSET_WINDOW_SECONDS, thresholds.error_rate)
-            source = f"error_ratio_{ONSET_WINDOW_SECONDS}s"
+            condition = queries.error_ratio_above(service, window, thresholds.error_rate)
+            source = f"error_ratio_{window}s"
         earliest = alert.starts_at - timedelta(minutes=30)
+        # The data the alert fired on was `lag` old already; the run of the condition ends there.
+        until = alert.starts_at - timedelta(seconds=queries.timing.lag_seconds)
+        lookback = max(ONSET_LOOKBACK_SECONDS, 15 * step)
         result = await bounded(
             "prometheus",
-            self.prometheus.condition_onset(
-                condition, until=alert.starts_at, lookback=ONSET_LOOKBACK_SECONDS, step=ONSET_STEP_SECONDS
-            ),
+            self.prometheus.condition_onset(condition, until=until, lookback=lookback, step=step),
             seconds=self.config.query_timeout,
         )
         if result.value is not None and earliest <= result.value <= alert.starts_at:
@@ -182,9 +203,17 @@ class ContextBuilder:
             return active.value, "alerts_for_state"
         return None
 
+    async def traffic(self, service: str) -> dict[str, int]:
+        """Percent of traffic per serving revision now; SourceFailed when Cloud Run cannot be read."""
+        if self.cloud_run is None:
+            raise SourceFailed("cloud_run", "no Cloud Run client", service=service)
+        return await self.cloud_run.traffic(service)
+
     # the parts
 
-    async def _service_state(self, service: str) -> SourceResult[ServiceState]:
+    async def service_state(self, service: str) -> SourceResult[ServiceState]:
+        """The service and its revisions as Cloud Run describes them now (also what an approval is
+        checked against); a gap when Cloud Run cannot be read in time."""
         if self.cloud_run is None:
             return SourceResult(None, "cloud_run: client unavailable (no credentials or endpoint)")
         return await bounded("cloud_run", self.cloud_run.read(service), seconds=self.config.query_timeout)
@@ -236,10 +265,15 @@ class ContextBuilder:
             )
         return histories
 
+    @property
+    def _window(self) -> int:
+        """The current figures' window: the setting, or two sampling periods when that is longer."""
+        return self.prometheus.queries.window(self.config.window_seconds)
+
     def _service_metrics(
         self, current: SourceResult[WindowFigures], baseline: SourceResult[WindowFigures]
     ) -> ServiceMetrics:
-        window = self.config.window_seconds
+        window = self._window
         if current.value is None:
             return ServiceMetrics(window_seconds=window)
         figures = current.value.service

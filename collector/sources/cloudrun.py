@@ -2,7 +2,7 @@
 
 The same code talks to real Cloud Run (application default credentials) and to the local emulator
 (`CLOUD_RUN_ENDPOINT=http://127.0.0.1:8090`, anonymous). The client is synchronous; calls run in
-threads. Clients are built once per process by `CloudRunClients.create` and shared with the actuator.
+threads. Clients are built once per process (`CloudRunClients.for_collector`) and shared with the actuator.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import run_v2
 
+from collector.config import CollectorConfig
 from collector.exceptions import SourceFailed
 
 SOURCE = "cloud_run"
@@ -47,6 +48,11 @@ class CloudRunClients:
             project=project,
             region=region,
         )
+
+    @classmethod
+    def for_collector(cls, config: CollectorConfig) -> CloudRunClients:
+        """The clients as the collector's settings describe them (project, region, endpoint)."""
+        return cls.create(project=config.project, region=config.region, endpoint=config.cloud_run_endpoint)
 
     def service_name(self, service: str) -> str:
         return f"projects/{self.project}/locations/{self.region}/services/{service}"
@@ -96,6 +102,10 @@ class ServiceState:
     min_instances: int | None
     max_instances: int | None
     traffic: list[dict[str, Any]] = field(default_factory=list)
+    # Service.generation (grows with every change of the desired state) and Service.etag (the
+    # fingerprint an update may carry to be refused if the service changed since it was read).
+    generation: int | None = None
+    etag: str | None = None
 
 
 def traffic_by_revision(service: run_v2.Service) -> dict[str, int]:
@@ -172,7 +182,24 @@ class CloudRunSource:
             revisions=states,
             min_instances=svc.scaling.min_instance_count if svc.scaling else None,
             max_instances=(svc.scaling.max_instance_count or None) if svc.scaling else None,
+            generation=int(svc.generation) or None,
+            etag=svc.etag or None,
         )
+
+    async def traffic(self, service: str) -> dict[str, int]:
+        """Percent of traffic per revision now (one GetService call): revisions with none are absent."""
+        try:
+            svc = await asyncio.to_thread(
+                self.clients.services.get_service,
+                name=self.clients.service_name(service),
+                timeout=self.timeout,
+                retry=None,
+            )
+        except google_exceptions.NotFound as exc:
+            raise SourceFailed(SOURCE, f"service {service} not found", service=service) from exc
+        except google_exceptions.GoogleAPICallError as exc:
+            raise SourceFailed(SOURCE, f"{exc.code} {exc.message}"[:200], service=service) from exc
+        return {name: share for name, share in traffic_by_revision(svc).items() if share > 0}
 
     def _list_revisions(self, service: str) -> list[run_v2.Revision]:
         pager = self.clients.revisions.list_revisions(

@@ -19,6 +19,7 @@ from incidents import LogLine, format_rfc3339
 
 SOURCE = "logs"
 GOOGLE_LOGGING_ENDPOINT = "https://logging.googleapis.com"
+_FILTER_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -26,6 +27,18 @@ def clean_text(text: str, limit: int) -> str:
     """Control and bidi characters out, newlines flattened, length capped (with a marker)."""
     flat = _CONTROL.sub("", text.replace("\r", " ").replace("\n", " ").replace("\t", " "))
     return flat if len(flat) <= limit else flat[: max(0, limit - 1)] + "…"
+
+
+def quoted(value: str) -> str:
+    """`value` as a double-quoted string of the Logging query language, so that nothing in it can end
+    the string and add a comparison (a `service` label reaches here from an alert). Inside the quotes
+    a backslash escapes the next character, so backslashes and quotes are escaped; control characters
+    have no business in a filter value and are refused.
+    https://cloud.google.com/logging/docs/view/logging-query-language
+    """
+    if _FILTER_CONTROL.search(value):
+        raise ValueError(f"a filter value cannot hold control characters: {value[:60]!r}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,9 +52,9 @@ class LogQuery:
         return " AND ".join(
             [
                 'resource.type="cloud_run_revision"',
-                f'resource.labels.service_name="{self.service}"',
+                f"resource.labels.service_name={quoted(self.service)}",
                 "severity>=ERROR",
-                f'timestamp>="{format_rfc3339(self.since)}"',
+                f"timestamp>={quoted(format_rfc3339(self.since))}",
             ]
         )
 
@@ -106,13 +119,17 @@ class LogsSource:
         query = LogQuery(
             project=self.project, service=service, since=now - self.lookback, limit=self.max_lines
         )
+        try:
+            body = query.body()
+        except ValueError as exc:
+            raise SourceFailed(SOURCE, str(exc), service=service) from None
         headers = {}
         if self.tokens is not None:
             headers["Authorization"] = f"Bearer {await self.tokens.token()}"
         try:
             async with self.session.post(
                 f"{self.endpoint}/v2/entries:list",
-                json=query.body(),
+                json=body,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
             ) as response:

@@ -1,5 +1,9 @@
 """Request rate, error ratio, latency and capacity from Prometheus (or any Prometheus-compatible API,
-such as Google Managed Prometheus), through prometheus-api-client.
+such as Google Cloud Managed Service for Prometheus), through prometheus-api-client.
+
+What is asked comes from the metrics profile's query builder (`collector.sources.queries`); windows
+are never shorter than two of the profile's sampling periods, and never end later than the newest
+data that can be readable (`MetricsTiming.lag_seconds` behind the clock).
 
 prometheus-api-client is synchronous (requests), so queries run on a small private thread pool: many
 queries of one context run in parallel without starving the event loop's default executor. Each HTTP
@@ -17,108 +21,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import requests
 from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
-from requests import RequestException
+from requests import ConnectionError as RequestsConnectionError
+from requests import RequestException, Timeout
 from urllib3.util.retry import Retry
 
 from collector.config import CollectorConfig
 from collector.exceptions import SourceFailed
+from collector.sources.auth import AuthenticationFailed, GoogleBearerAuth, google_bearer_auth
+from collector.sources.queries import AppQueries, PrometheusQueries
 from incidents import Figures
 
 SOURCE = "prometheus"
-REQUESTS = "http_server_request_duration_seconds"
-
-
-def _selector(service: str, revision: str | None = None, *, errors: bool = False) -> str:
-    labels = [f'service="{_escape(service)}"']
-    if revision is not None:
-        labels.append(f'revision="{_escape(revision)}"')
-    if errors:
-        labels.append('http_response_status_code=~"5.."')
-    return "{" + ",".join(labels) + "}"
-
-
-def _revisions_selector(service: str, revisions: list[str], *, errors: bool = False) -> str:
-    # Revision names are DNS labels ([a-z0-9-]), so they need no escaping inside the regex.
-    names = [r for r in revisions if re.fullmatch(r"[a-z0-9][a-z0-9-]*", r)]
-    labels = [f'service="{_escape(service)}"', f'revision=~"{"|".join(names) or "$^"}"']
-    if errors:
-        labels.append('http_response_status_code=~"5.."')
-    return "{" + ",".join(labels) + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-@dataclass(frozen=True, kw_only=True)
-class PrometheusQueries:
-    """The PromQL the collector runs. Metric names of the capacity model are settings, because on
-    real Cloud Run they come from Cloud Monitoring (e.g. through Google Managed Prometheus)."""
-
-    instances_metric: str = "run_container_instances"
-    utilization_metric: str = "run_container_utilization_ratio"
-
-    def rate_by_revision(self, service: str, window: int) -> str:
-        return f"sum by (revision) (rate({REQUESTS}_count{_selector(service)}[{window}s]))"
-
-    def errors_by_revision(self, service: str, window: int) -> str:
-        return f"sum by (revision) (rate({REQUESTS}_count{_selector(service, errors=True)}[{window}s]))"
-
-    def served_by_revision(self, service: str, window: int, *, errors: bool = False) -> str:
-        """Requests each revision answered in the window, counted exactly from the counters: a
-        revision younger than the window (a fresh deploy) keeps the requests it served before its
-        first scrape, which rate() cannot see."""
-        now = f"sum by (revision) ({REQUESTS}_count{_selector(service, errors=errors)})"
-        before = f"sum by (revision) ({REQUESTS}_count{_selector(service, errors=errors)} offset {window}s)"
-        return f"{now} - ({before} or {now} * 0)"
-
-    def quantile_by_revision(self, service: str, window: int, quantile: float) -> str:
-        return (
-            f"histogram_quantile({quantile}, sum by (revision, le) "
-            f"(rate({REQUESTS}_bucket{_selector(service)}[{window}s])))"
-        )
-
-    def quantile(self, service: str, window: int, quantile: float, revision: str | None = None) -> str:
-        return (
-            f"histogram_quantile({quantile}, sum by (le) "
-            f"(rate({REQUESTS}_bucket{_selector(service, revision)}[{window}s])))"
-        )
-
-    def rate(self, service: str, window: int, revision: str | None = None, *, errors: bool = False) -> str:
-        return f"sum(rate({REQUESTS}_count{_selector(service, revision, errors=errors)}[{window}s]))"
-
-    def last_served(self, service: str, lookback: int, step: int) -> str:
-        """Per revision, the last time it had traffic within `lookback` (unix seconds)."""
-        return (
-            f"max by (revision) (max_over_time(timestamp(sum by (revision) "
-            f"(rate({REQUESTS}_count{_selector(service)}[1m])) > 0)[{lookback}s:{step}s]))"
-        )
-
-    def instances(self, service: str) -> str:
-        return f"sum by (revision) ({self.instances_metric}{_selector(service)})"
-
-    def busy_instances(self, service: str) -> str:
-        """Per revision, utilization x instances: summed over the serving revisions and divided by
-        their instances, it weighs each revision by its size."""
-        selector = _selector(service)
-        return f"sum by (revision) ({self.utilization_metric}{selector} * {self.instances_metric}{selector})"
-
-    def error_ratio_above(self, service: str, window: int, threshold: float) -> str:
-        return (
-            f"sum(rate({REQUESTS}_count{_selector(service, errors=True)}[{window}s])) "
-            f"/ sum(rate({REQUESTS}_count{_selector(service)}[{window}s])) > {threshold}"
-        )
-
-    def p95_above(self, service: str, window: int, threshold_seconds: float) -> str:
-        return f"{self.quantile(service, window, 0.95)} > {threshold_seconds}"
-
-    def alert_active_since(self, alertname: str, service: str) -> str:
-        """ALERTS_FOR_STATE's value is the time the alert's condition first held (its activeAt)."""
-        return (
-            f'last_over_time(ALERTS_FOR_STATE{{alertname="{_escape(alertname)}",'
-            f'service="{_escape(service)}"}}[2m])'
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,9 +54,13 @@ class Capacity:
         if not counts:
             return None, None
         total = float(sum(c for c in counts if c is not None))
-        busy = sum((self.busy.get(r) or 0.0) for r in names)
-        utilization = round(min(max(busy / total, 0.0), 1.0), 4) if total > 0 else None
-        return total, utilization
+        busy_known = [self.busy.get(r) for r in names]
+        if total <= 0 or any(b is None for b in busy_known):
+            # A revision whose busy figure did not come back (a late sample, a gap) leaves the
+            # utilization unknown: never 0, which would read as idle.
+            return total, None
+        busy = sum(b for b in busy_known if b is not None)
+        return total, round(min(max(busy / total, 0.0), 1.0), 4)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,14 +90,30 @@ def _scalar(result: list[dict[str, Any]]) -> float | None:
     return _number(result[0]["value"][1]) if result else None
 
 
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
+def _ms(milliseconds: float | None) -> float | None:
+    return None if milliseconds is None else round(milliseconds, 1)
 
 
 def _ratio(errors: float | None, total: float | None) -> float | None:
     if total is None or total <= 0:
         return None
     return round((errors or 0.0) / total, 6)
+
+
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def describe_request_error(exc: RequestException, *, url: str, timeout: float) -> str:
+    """A failed request in words: which server, and what went wrong. requests' own message is
+    urllib3's, with the whole URL-encoded query in it (hundreds of characters of `%28rate%28...`)."""
+    text = str(exc)
+    if isinstance(exc, Timeout) or "timed out" in text:
+        return f"{url} did not answer within {timeout:g}s"
+    if isinstance(exc, RequestsConnectionError):
+        found = _ERRNO.search(text)
+        reason = found.group(1).strip().lower() if found else "connection failed"
+        return f"cannot connect to {url}: {reason}"
+    return f"request to {url} failed ({type(exc).__name__})"
 
 
 class PrometheusSource:
@@ -188,31 +123,48 @@ class PrometheusSource:
         *,
         timeout: float,
         queries: PrometheusQueries | None = None,
+        auth: GoogleBearerAuth | None = None,
         max_parallel: int = 16,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.queries = queries or PrometheusQueries()
+        self.queries = queries or AppQueries()
+        self.auth = auth
+        self._clock = clock
+        session = requests.Session()
+        session.auth = auth
         # No retries inside the client: a slow Prometheus must surface as a gap within the deadline.
         self._client = PrometheusConnect(
-            url=self.url, disable_ssl=False, retry=Retry(total=0), timeout=timeout
+            url=self.url, disable_ssl=False, retry=Retry(total=0), timeout=timeout, session=session
         )
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="promql")
 
     @classmethod
     def for_collector(cls, config: CollectorConfig) -> PrometheusSource:
-        """The source as the collector's settings describe it (URL, deadline, capacity metric names)."""
+        """The source as the collector's settings describe it (URL, deadline, profile, auth)."""
         return cls(
             config.prometheus_url,
             timeout=config.query_timeout,
-            queries=PrometheusQueries(
-                instances_metric=config.instances_metric, utilization_metric=config.utilization_metric
+            queries=config.queries(),
+            auth=google_bearer_auth(
+                config.prometheus_url, config.prometheus_auth, timeout=config.query_timeout
             ),
         )
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
+        if self.auth is not None:
+            self.auth.close()
+
+    def data_window(self, at: datetime, window: int) -> tuple[datetime, int]:
+        """The window actually read for "`window` seconds up to `at`": at least two sampling periods
+        long, and ending no later than the newest data that can be readable now."""
+        lag = self.queries.timing.lag_seconds
+        if lag > 0:
+            at = min(at, self._clock() - timedelta(seconds=lag))
+        return at, self.queries.window(window)
 
     async def query(self, promql: str, *, at: datetime | None = None) -> list[dict[str, Any]]:
         params = {"time": f"{(at or datetime.now(UTC)).timestamp():.3f}"}
@@ -230,10 +182,19 @@ class PrometheusSource:
         loop = asyncio.get_running_loop()
         try:
             result = await loop.run_in_executor(self._pool, call)
+        except AuthenticationFailed:
+            raise
         except RequestException as exc:
-            raise SourceFailed(SOURCE, f"{type(exc).__name__}: {exc}"[:200]) from exc
+            raise SourceFailed(
+                SOURCE, describe_request_error(exc, url=self.url, timeout=self.timeout)
+            ) from exc
         except PrometheusApiClientException as exc:
-            raise SourceFailed(SOURCE, str(exc)[:200]) from exc
+            message = str(exc)
+            if message.startswith(("HTTP Status Code 401", "HTTP Status Code 403")):
+                if self.auth is not None:
+                    self.auth.invalidate()
+                raise AuthenticationFailed(message[:200]) from exc
+            raise SourceFailed(SOURCE, message[:200]) from exc
         if not isinstance(result, list):
             raise SourceFailed(SOURCE, f"unexpected result type for {promql!r}")
         return result
@@ -260,7 +221,9 @@ class PrometheusSource:
     async def window(
         self, service: str, *, at: datetime, window: int, extra_quantiles: bool = False
     ) -> WindowFigures:
-        """Rate, error ratio and p95 over `[at - window, at]`, per revision and for the service."""
+        """Rate, error ratio and p95 over `[at - window, at]` (see `data_window`), per revision and
+        for the service."""
+        at, window = self.data_window(at, window)
         q = self.queries
         calls = [
             self.query(q.rate_by_revision(service, window), at=at),
@@ -310,6 +273,7 @@ class PrometheusSource:
         )
 
     async def revision_window(self, service: str, revision: str, *, at: datetime, window: int) -> Figures:
+        at, window = self.data_window(at, window)
         q = self.queries
         rate, errors, p95 = await asyncio.gather(
             self.query(q.rate(service, window, revision), at=at),
@@ -326,25 +290,37 @@ class PrometheusSource:
     async def revisions_window(
         self, service: str, revisions: list[str], *, at: datetime, window: int
     ) -> Figures:
-        """Rate, error ratio and p95 over the given revisions together (what serves the service now)."""
-        selector = _revisions_selector(service, revisions)
-        errors_selector = _revisions_selector(service, revisions, errors=True)
-        rate, errors, p95 = await asyncio.gather(
-            self.query(f"sum(rate({REQUESTS}_count{selector}[{window}s]))", at=at),
-            self.query(f"sum(rate({REQUESTS}_count{errors_selector}[{window}s]))", at=at),
-            self.query(
-                f"histogram_quantile(0.95, sum by (le) (rate({REQUESTS}_bucket{selector}[{window}s])))", at=at
-            ),
+        """Rate, error ratio and p95 over the given revisions together (what serves the service now).
+
+        Like `window`, the requests are counted exactly where the counters allow: a revision younger
+        than the window keeps the requests it served before its first sample, which rate() drops."""
+        at, window = self.data_window(at, window)
+        q = self.queries
+        rate, errors, p95, served, served_errors = await asyncio.gather(
+            self.query(q.revisions_rate(service, revisions, window), at=at),
+            self.query(q.revisions_rate(service, revisions, window, errors=True), at=at),
+            self.query(q.revisions_quantile(service, revisions, window, 0.95), at=at),
+            self.query(q.revisions_served(service, revisions, window), at=at),
+            self.query(q.revisions_served(service, revisions, window, errors=True), at=at),
         )
-        total = _scalar(rate)
+        total, failed = _scalar(rate), _scalar(errors)
+        counts = _by_label(served, "revision")
+        failed_counts = _by_label(served_errors, "revision")
+        chosen = [counts.get(revision) for revision in revisions if revision in counts]
+        if chosen and all(count is not None and count >= 0 for count in chosen):
+            exact = sum(count for count in chosen if count is not None) / window
+            if exact >= (total or 0.0):
+                total = exact
+                failed_chosen = [failed_counts.get(revision) or 0.0 for revision in revisions]
+                failed = sum(max(0.0, count) for count in failed_chosen) / window
         return Figures(
             request_rate_rps=total,
-            error_rate=_ratio(_scalar(errors), total),
+            error_rate=_ratio(failed, total),
             latency_p95_ms=_ms(_scalar(p95)) if total else None,
         )
 
     async def last_served(self, service: str, *, at: datetime, lookback: int) -> dict[str, datetime]:
-        step = max(15, lookback // 720)
+        step = max(15, lookback // 720, self.queries.timing.sample_period_seconds)
         result = await self.query(self.queries.last_served(service, lookback, step), at=at)
         found = {}
         for revision, value in _by_label(result, "revision").items():
@@ -353,6 +329,7 @@ class PrometheusSource:
         return found
 
     async def capacity(self, service: str, *, at: datetime) -> Capacity:
+        at, _ = self.data_window(at, 0)
         instances, busy = await asyncio.gather(
             self.query(self.queries.instances(service), at=at),
             self.query(self.queries.busy_instances(service), at=at),

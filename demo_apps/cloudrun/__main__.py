@@ -26,6 +26,10 @@ from demo_apps.cloudrun.config import (
 from demo_apps.cloudrun.exceptions import PortInUseError
 from demo_apps.cloudrun.images import DEFAULT_IMAGES
 from demo_apps.cloudrun.jsonlog import configure_logging
+from demo_apps.cloudrun.oauth import DEFAULT_TOKEN_LIFETIME_S
+from demo_apps.cloudrun.platform_metrics import FAST_TIMING, PlatformMetricsConfig
+
+PLATFORM_TIMINGS = {"cloud-monitoring": PlatformMetricsConfig(), "fast": FAST_TIMING}
 
 logger = logging.getLogger("demo_apps.cloudrun")
 
@@ -73,6 +77,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="seconds between SIGTERM and SIGKILL for a revision process (default %(default)s)",
     )
     parser.add_argument("--echo-revision-logs", action="store_true", help="copy revision log lines to stderr")
+    metrics = parser.add_argument_group("Cloud Run platform metrics (GET /metrics)")
+    metrics.add_argument(
+        "--metrics-timing",
+        choices=sorted(PLATFORM_TIMINGS),
+        default="cloud-monitoring",
+        help="cloud-monitoring: a point every 60 s, readable 120 s later (default); fast: 5 s and 10 s",
+    )
+    metrics.add_argument("--metrics-sample-period", type=float, default=None, help="seconds between points")
+    metrics.add_argument(
+        "--metrics-delay", type=float, default=None, help="seconds from a point's time until it is readable"
+    )
+    parser.add_argument(
+        "--prometheus-url",
+        default=None,
+        help="Prometheus behind /v1/projects/PROJECT/location/global/prometheus/api/v1/... (default: none)",
+    )
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=DEFAULT_TOKEN_LIFETIME_S,
+        help="seconds an access token from POST /token stays valid (default %(default)s)",
+    )
+    parser.add_argument(
+        "--await-first-scrape",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="hold a new revision's traffic until Prometheus has scraped it, at most this long, when the "
+        "service's revisions are being scraped (default 0: route at once)",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -80,6 +114,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def build_config(args: argparse.Namespace) -> EmulatorConfig:
     images = dict(DEFAULT_IMAGES)
     images.update(dict(args.image))
+    timing = PLATFORM_TIMINGS[args.metrics_timing]
+    platform = PlatformMetricsConfig(
+        sample_period_s=args.metrics_sample_period or timing.sample_period_s,
+        visibility_delay_s=timing.visibility_delay_s if args.metrics_delay is None else args.metrics_delay,
+        probe_interval_s=timing.probe_interval_s,
+    )
     return EmulatorConfig(
         host=args.host,
         port=args.port,
@@ -89,6 +129,10 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
         startup_timeout_s=args.startup_timeout,
         stop_timeout_s=args.stop_timeout,
         echo_revision_logs=args.echo_revision_logs,
+        platform_metrics=platform,
+        prometheus_url=args.prometheus_url,
+        token_lifetime_s=args.token_lifetime,
+        first_scrape_wait_s=args.await_first_scrape,
     )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -15,12 +19,20 @@ from demo_apps.cloudrun.keys import (
     CONTROL_PLANE_KEY,
     CONTROL_SESSION_KEY,
     FAILURES_KEY,
+    FORWARD_SESSION_KEY,
     LOGS_KEY,
+    PLATFORM_METRICS_KEY,
     PROXY_SESSION_KEY,
+    TOKENS_KEY,
 )
 from demo_apps.cloudrun.logstore import LogStore
-from demo_apps.cloudrun.middlewares import error_middleware, failure_middleware
+from demo_apps.cloudrun.managed_prometheus import setup_managed_prometheus
+from demo_apps.cloudrun.middlewares import cross_site_middleware, error_middleware, failure_middleware
+from demo_apps.cloudrun.oauth import TokenIssuer
+from demo_apps.cloudrun.platform_metrics import PlatformMetrics
 from demo_apps.cloudrun.routes import MAX_ADMIN_BODY, setup_routes
+
+logger = logging.getLogger(__name__)
 
 # Requests to revisions may take as long as Cloud Run's request timeout; the router sets it per call.
 PROXY_KEEPALIVE_S = 30.0
@@ -57,6 +69,7 @@ async def _control_plane(app: web.Application) -> AsyncIterator[None]:
         logs=app[LOGS_KEY],
         proxy_session=app[PROXY_SESSION_KEY],
         control_session=app[CONTROL_SESSION_KEY],
+        platform=app[PLATFORM_METRICS_KEY],
     )
     app[CONTROL_PLANE_KEY] = control
     yield
@@ -64,14 +77,60 @@ async def _control_plane(app: web.Application) -> AsyncIterator[None]:
     await control.close()
 
 
+async def _forward_session(app: web.Application) -> AsyncIterator[None]:
+    session = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+    app[FORWARD_SESSION_KEY] = session
+    yield
+    await session.close()
+
+
+async def _platform_metrics_loops(app: web.Application) -> AsyncIterator[None]:
+    """Close a sampling period at every period boundary, and read the revisions' instances and
+    utilization every probe interval."""
+    platform = app[PLATFORM_METRICS_KEY]
+    control = app[CONTROL_PLANE_KEY]
+
+    async def sample() -> None:
+        while True:
+            boundary = platform.next_sample_time(time.time())
+            await asyncio.sleep(max(0.0, boundary - time.time()))
+            platform.sample(boundary)
+
+    async def probe() -> None:
+        while True:
+            try:
+                await control.probe_capacity()
+            except Exception:  # a probe must never stop the metrics
+                logger.exception("capacity probe failed")
+            await asyncio.sleep(platform.config.probe_interval_s)
+
+    tasks = [
+        asyncio.create_task(sample(), name="platform sample"),
+        asyncio.create_task(probe(), name="probe"),
+    ]
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 def create_app(config: EmulatorConfig) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware(), failure_middleware()],
+        middlewares=[error_middleware(), cross_site_middleware(), failure_middleware()],
         client_max_size=MAX_ADMIN_BODY,
     )
     app[CONFIG_KEY] = config
     app[LOGS_KEY] = LogStore(per_revision=config.log_entries_per_revision)
     app[FAILURES_KEY] = FailurePlan()
-    app.cleanup_ctx.extend([_proxy_session, _control_session, _control_plane])
+    app[PLATFORM_METRICS_KEY] = PlatformMetrics(
+        project=config.project, location=config.region, config=config.platform_metrics
+    )
+    app[TOKENS_KEY] = TokenIssuer(lifetime_s=config.token_lifetime_s)
+    app.cleanup_ctx.extend(
+        [_proxy_session, _control_session, _forward_session, _control_plane, _platform_metrics_loops]
+    )
     setup_routes(app)
+    setup_managed_prometheus(app)
     return app

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from demo_apps.cloudrun.images import DEFAULT_IMAGES
+from demo_apps.cloudrun.oauth import DEFAULT_TOKEN_LIFETIME_S
+from demo_apps.cloudrun.platform_metrics import PlatformMetricsConfig
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8090
@@ -39,6 +41,16 @@ class EmulatorConfig:
     base_env: Mapping[str, str] | None = None
     # Also write every revision log line to the emulator's stderr (handy when running it by hand).
     echo_revision_logs: bool = False
+    # Cloud Run's own request and container metrics (GET /metrics): sampling and visibility delay.
+    platform_metrics: PlatformMetricsConfig = field(default_factory=PlatformMetricsConfig)
+    # The Prometheus that the Managed-Prometheus-shaped query API forwards to; None: that API
+    # answers 503.
+    prometheus_url: str | None = None
+    # Lifetime of the access tokens POST /token issues.
+    token_lifetime_s: int = DEFAULT_TOKEN_LIFETIME_S
+    # A new revision of a service whose revisions are being scraped takes traffic only once it has
+    # been scraped itself (at most this long; 0: at once). See ControlPlane._await_first_scrape.
+    first_scrape_wait_s: float = 0.0
 
     @property
     def location_name(self) -> str:

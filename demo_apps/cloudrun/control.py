@@ -32,6 +32,7 @@ from demo_apps.cloudrun.model import (
     utcnow,
 )
 from demo_apps.cloudrun.operations import Operation, OperationStore
+from demo_apps.cloudrun.platform_metrics import PlatformMetrics
 from demo_apps.cloudrun.resources import revision_resource, service_resource
 from demo_apps.cloudrun.revisions import ProcessSettings, RevisionProcess, RevisionStartError, free_port
 from demo_apps.cloudrun.router import Route, ServiceRouter
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 # Never inherited from the emulator's own environment: the platform or the template sets them.
 _NOT_INHERITED_PREFIXES = ("DEMO_",)
 _NOT_INHERITED = RESERVED_ENV_NAMES | {"HOST"}
+
+
+FIRST_SCRAPE_POLL_S = 0.2
 
 
 def _seconds(duration: Any, default: float) -> float:
@@ -60,9 +64,11 @@ class ControlPlane:
         logs: LogStore,
         proxy_session: aiohttp.ClientSession,
         control_session: aiohttp.ClientSession,
+        platform: PlatformMetrics | None = None,
     ) -> None:
         self.config = config
         self.logs = logs
+        self.platform = platform
         self.registry = Registry(project=config.project, location=config.region)
         self.operations = OperationStore(project=config.project, location=config.region)
         self._proxy_session = proxy_session
@@ -92,8 +98,20 @@ class ControlPlane:
                 return self._done(change.service)
             # Validate before opening a port, so a rejected request leaves nothing behind.
             self.registry.create(service_id, body, uri="", validate_only=True)
+            platform = self.platform
             router = ServiceRouter(
-                service=service_id, host=self.config.bind_host, session=self._proxy_session
+                service=service_id,
+                host=self.config.bind_host,
+                session=self._proxy_session,
+                on_request=(
+                    (
+                        lambda revision, status, seconds: platform.record_request(
+                            service_id, revision, status, seconds * 1000.0
+                        )
+                    )
+                    if platform is not None
+                    else None
+                ),
             )
             await router.start()
             try:
@@ -186,8 +204,10 @@ class ControlPlane:
 
     def sd_targets(self) -> list[dict[str, Any]]:
         groups = []
+        # A revision is listed from the moment its process exists, not once it is ready: Prometheus
+        # can then scrape it (its series at zero) before it takes traffic, and count its first request.
         for (service_id, revision_name), process in sorted(self._processes.items()):
-            if not process.ready:
+            if not process.running:
                 continue
             groups.append(
                 {
@@ -202,6 +222,36 @@ class ControlPlane:
                 }
             )
         return groups
+
+    async def probe_capacity(self) -> None:
+        """Read every running revision's instances and utilization into the platform metrics. A
+        revision that does not answer gets no reading: its gauge has no point for the period."""
+        if self.platform is None:
+            return
+        platform = self.platform
+        probes = [(key, process) for key, process in self._processes.items() if process.ready]
+
+        async def probe(service_id: str, revision_name: str, process: RevisionProcess) -> None:
+            url = f"http://{process.address}/_emulator/scaling"
+            try:
+                async with self._control_session.get(
+                    url, timeout=aiohttp.ClientTimeout(total=2.0)
+                ) as response:
+                    if response.status != 200:
+                        return
+                    state = await response.json()
+            except (aiohttp.ClientError, TimeoutError, ValueError):
+                return
+            platform.record_capacity(
+                service_id,
+                revision_name,
+                instances=int(state.get("instances", 0)),
+                busy=int(state.get("busy", 0)),
+                concurrency=int(state.get("concurrency", 1)),
+                utilization=float(state.get("utilization", 0.0)),
+            )
+
+        await asyncio.gather(*(probe(service, revision, process) for (service, revision), process in probes))
 
     def process(self, service_id: str, revision_name: str) -> RevisionProcess | None:
         return self._processes.get((service_id, revision_name))
@@ -276,10 +326,57 @@ class ControlPlane:
                 await process.stop()
             self.operations.fail(operation, FailedPrecondition(f"Service '{service.service_id}' was deleted"))
             return
+        process = self._processes.get((service.service_id, revision.name))
+        if process is not None:
+            await self._await_first_scrape(service, process)
         if self.registry.mark_ready(service.service_id, revision.name):
             self._apply_routing(service)
         logger.info("revision ready", extra={"revision": revision.name})
         self.operations.succeed(operation, service_resource(service))
+
+    async def _await_first_scrape(self, service: Service, process: RevisionProcess) -> None:
+        """Hold a new revision's traffic until Prometheus has scraped it once, when something
+        scrapes this service's revisions (`first_scrape_wait_s`; at most that long).
+
+        Cloud Run takes seconds between a revision's container start and its traffic; Prometheus'
+        discovery and first scrape of a new target take about as long (a discovery refresh, two
+        5 s reload cycles inside Prometheus, then up to one scrape interval). Waiting for the scrape
+        makes each request series' first sample a zero, so a revision failing from its first request
+        shows every error to rate(), as one failing later does. A service nothing scrapes (no older
+        revision was scraped) is routed at once: there is no scraper to wait for.
+        """
+        wait = self.config.first_scrape_wait_s
+        if wait <= 0:
+            return
+        others = [
+            other
+            for (service_id, _), other in self._processes.items()
+            if service_id == service.service_id and other is not process and other.ready
+        ]
+        if not others or not any(await asyncio.gather(*(self._scrapes(other) for other in others))):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while loop.time() < deadline:
+            if await self._scrapes(process):
+                return
+            await asyncio.sleep(FIRST_SCRAPE_POLL_S)
+        logger.warning(
+            "revision not scraped before taking traffic",
+            extra={"revision": process.origin.revision, "waited_s": wait},
+        )
+
+    async def _scrapes(self, process: RevisionProcess) -> int:
+        """How many times the revision's /metrics was read (0 when it cannot say)."""
+        try:
+            async with self._control_session.get(
+                f"http://{process.address}/_emulator/scrapes", timeout=aiohttp.ClientTimeout(total=1.0)
+            ) as response:
+                if response.status != 200:
+                    return 0
+                return int((await response.json()).get("scrapes", 0))
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return 0
 
     async def _start_revision(self, service: Service, revision: Revision) -> RevisionProcess:
         origin = LogOrigin(

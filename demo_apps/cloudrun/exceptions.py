@@ -72,6 +72,14 @@ class Unavailable(ApiError):
     pass
 
 
+class Unauthenticated(ApiError):
+    pass
+
+
+class PermissionDenied(ApiError):
+    pass
+
+
 class PortInUseError(EmulatorError):
     def __init__(self, host: str, port: int) -> None:
         super().__init__(f"{host}:{port} is already in use; pick another --port")
@@ -95,6 +103,8 @@ GOOGLE_STATUS: dict[type[ApiError], GoogleStatus] = {
     Internal: GoogleStatus(500, "INTERNAL", 13),
     Unimplemented: GoogleStatus(501, "UNIMPLEMENTED", 12),
     Unavailable: GoogleStatus(503, "UNAVAILABLE", 14),
+    Unauthenticated: GoogleStatus(401, "UNAUTHENTICATED", 16),
+    PermissionDenied: GoogleStatus(403, "PERMISSION_DENIED", 7),
 }
 
 

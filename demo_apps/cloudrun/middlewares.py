@@ -1,4 +1,5 @@
-"""Middlewares: Google-style JSON errors for everything, and injected Admin API failures."""
+"""Middlewares: Google-style JSON errors for everything, no cross-site form posts, and injected Admin
+API failures."""
 
 from __future__ import annotations
 
@@ -75,3 +76,45 @@ def failure_middleware() -> Middleware:
         return await handler(request)
 
     return failures
+
+
+# Sent by the Google client libraries on every call.
+GOOGLE_CLIENT_HEADER = "X-Goog-Api-Client"
+# The OAuth2 token endpoint (routes.py): service-account keys of the local stack point here.
+TOKEN_PATH = "/token"
+
+
+def _credentialed_form_endpoint(path: str) -> bool:
+    return path == TOKEN_PATH or (path.startswith("/v1/projects/") and "/prometheus/api/v1/" in path)
+
+
+def cross_site_middleware() -> Middleware:
+    """POSTs must declare a JSON body (or come from a Google client library).
+
+    Everything here changes state without credentials, like the real API behind its own auth. A web
+    page can make a browser POST a form, multipart or text/plain body (or none) to any address with
+    no CORS preflight, but never an application/json one nor one with a custom header; so requiring
+    either keeps any page the developer visits from creating services or injecting failures.
+    PATCH, PUT and DELETE always need a preflight, which the emulator never grants.
+
+    Two endpoints take form bodies by their protocols and stand on their own credentials, which a
+    page cannot forge: the OAuth2 token endpoint (a signed JWT assertion) and the Managed-Prometheus
+    query API (a bearer token the token endpoint issued).
+    """
+
+    @web.middleware
+    async def refuse_cross_site_posts(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (
+            request.method == "POST"
+            and request.content_type != "application/json"
+            and GOOGLE_CLIENT_HEADER not in request.headers
+            and not _credentialed_form_endpoint(request.path)
+        ):
+            declared = request.headers.get("Content-Type") or "none"
+            raise InvalidArgument(
+                f"POST {request.path}: the body must be application/json (Content-Type: {declared[:80]}); "
+                "the emulator refuses what a web page could post across sites"
+            )
+        return await handler(request)
+
+    return refuse_cross_site_posts

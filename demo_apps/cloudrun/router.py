@@ -13,7 +13,8 @@ import json
 import logging
 import random
 import socket
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -99,11 +100,24 @@ def _response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
     return out
 
 
+# Called once per request a revision answered: (revision, HTTP status, seconds it took).
+RequestObserver = Callable[[str, int, float], None]
+
+
 class ServiceRouter:
-    def __init__(self, *, service: str, host: str, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        *,
+        service: str,
+        host: str,
+        session: aiohttp.ClientSession,
+        on_request: RequestObserver | None = None,
+    ) -> None:
         self.service = service
         self.host = host
         self._session = session
+        # Cloud Run's front end sees every request: the platform metrics count them here.
+        self._on_request = on_request
         self._table: tuple[_Upstream, ...] = ()
         self._runner: web.ServerRunner | None = None
         self.port = 0
@@ -171,10 +185,18 @@ class ServiceRouter:
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         table = self._table
         if not table:
+            # Never reaches a revision: Cloud Run's request_count leaves such requests out too.
             return _error(
                 503, f"Service '{self.service}' has no ready revision to serve the request", "UNAVAILABLE"
             )
         upstream = table[int(random.random() * SLOTS)]
+        started = time.monotonic()
+        response = await self._forward(request, upstream)
+        if self._on_request is not None:
+            self._on_request(upstream.revision, response.status, time.monotonic() - started)
+        return response
+
+    async def _forward(self, request: web.BaseRequest, upstream: _Upstream) -> web.StreamResponse:
         headers = _forward_headers(request.headers, request.remote)
         length = request.content_length
         data: bytes | aiohttp.StreamReader | None

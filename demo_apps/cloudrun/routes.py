@@ -16,8 +16,18 @@ from aiohttp import web
 from demo_apps.cloudrun.codec import parse_service
 from demo_apps.cloudrun.control import ControlPlane
 from demo_apps.cloudrun.exceptions import InvalidArgument
-from demo_apps.cloudrun.keys import CONFIG_KEY, CONTROL_PLANE_KEY, FAILURES_KEY, LOGS_KEY
+from demo_apps.cloudrun.keys import (
+    CONFIG_KEY,
+    CONTROL_PLANE_KEY,
+    FAILURES_KEY,
+    LOGS_KEY,
+    PLATFORM_METRICS_KEY,
+    TOKENS_KEY,
+)
 from demo_apps.cloudrun.logging_api import list_entries
+from demo_apps.cloudrun.middlewares import TOKEN_PATH
+from demo_apps.cloudrun.oauth import GrantRefused
+from demo_apps.cloudrun.platform_metrics import EXPOSITION_CONTENT_TYPE
 
 LOCATION = "/v2/projects/{project}/locations/{location}"
 SERVICE = LOCATION + "/services/{service:[^/:]+}"
@@ -217,6 +227,26 @@ async def clear_failures(request: web.Request) -> web.Response:
     return web.json_response({"cleared": request.app[FAILURES_KEY].clear()})
 
 
+async def platform_metrics(request: web.Request) -> web.Response:
+    text = request.app[PLATFORM_METRICS_KEY].exposition()
+    return web.Response(body=text.encode(), headers={"Content-Type": EXPOSITION_CONTENT_TYPE})
+
+
+async def token(request: web.Request) -> web.Response:
+    """OAuth2 token endpoint (JWT-bearer grant) for service-account JSON files whose token_uri is here."""
+    form = {key: str(value) for key, value in (await request.post()).items()}
+    token_uri = str(request.url.with_query(None))
+    try:
+        answer = request.app[TOKENS_KEY].grant(form, token_uri=token_uri)
+    except GrantRefused as exc:
+        return web.json_response(exc.as_json(), status=400)
+    return web.json_response(answer)
+
+
+async def revoke_tokens(request: web.Request) -> web.Response:
+    return web.json_response({"revoked": request.app[TOKENS_KEY].revoke_all()})
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -240,3 +270,6 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/_emulator/failures", list_failures, allow_head=False)
     app.router.add_delete("/_emulator/failures", clear_failures)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", platform_metrics, allow_head=False)
+    app.router.add_post(TOKEN_PATH, token)
+    app.router.add_delete("/_emulator/tokens", revoke_tokens)

@@ -165,6 +165,9 @@ class Registry:
         service = self.get(service_id)
         _check_body_name(body, service.name)
         etag = str(body.get("etag", ""))
+        # An update carrying an etag is refused once the service changed since: ABORTED (HTTP 409),
+        # what Google's APIs answer a stale etag with (https://google.aip.dev/154; google.rpc.Code
+        # ABORTED: "retry at a higher level (e.g., restarting a read-modify-write sequence)").
         if etag and etag != service.etag:
             raise Aborted(f"etag '{etag}' does not match the current etag of '{service.name}'")
         if mask:

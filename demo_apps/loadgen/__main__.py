@@ -35,7 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", required=True, help="base URL, e.g. a Cloud Run service's router URL")
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second (default 20)")
     parser.add_argument(
-        "--arrivals", choices=[arrival.value for arrival in Arrivals], default=Arrivals.POISSON.value
+        "--arrivals",
+        choices=[arrival.value for arrival in Arrivals],
+        default=Arrivals.POISSON.value,
+        help="poisson: random gaps, as independent users make (default); uniform: evenly spaced",
     )
     parser.add_argument(
         "--paths",
@@ -43,11 +46,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="[METHOD:]PATH",
         help="request these paths, equally often, instead of the shop's route mix",
     )
-    parser.add_argument("--max-in-flight", type=int, default=DEFAULT_MAX_IN_FLIGHT)
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=DEFAULT_MAX_IN_FLIGHT,
+        help=f"requests outstanding at once; later arrivals are dropped (default {DEFAULT_MAX_IN_FLIGHT})",
+    )
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="per-request timeout, s")
     parser.add_argument("--seed", type=int, default=None, help="seed arrivals and path choice")
-    parser.add_argument("--control-host", default="127.0.0.1")
-    parser.add_argument("--control-port", type=int, default=None, help="serve the control API here")
+    parser.add_argument(
+        "--control-host", default="127.0.0.1", help="address of the control API (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--control-port",
+        type=int,
+        default=None,
+        help="serve the control API (/stats, PUT /rate, /healthz) on this port (default: no control API)",
+    )
     parser.add_argument(
         "--report-interval", type=float, default=5.0, help="seconds between stats lines; 0: none"
     )

@@ -28,6 +28,7 @@ from demo_apps.shop.exceptions import (
     ScalingParameterError,
     ShopError,
     TelemetryError,
+    WarmingUp,
 )
 from demo_apps.shop.faults import (
     DeployFaults,
@@ -72,6 +73,7 @@ __all__ = [
     "ShopTelemetry",
     "StructuredLogger",
     "TelemetryError",
+    "WarmingUp",
     "build_telemetry",
     "create_app",
     "is_counted",

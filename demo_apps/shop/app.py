@@ -17,7 +17,7 @@ from demo_apps.shop.faults import DeployFaults, FaultInjector
 from demo_apps.shop.keys import CAPACITY, CARTS, CONFIG, FAULTS, LOGGER, TELEMETRY
 from demo_apps.shop.logs import StructuredLogger
 from demo_apps.shop.middlewares import error_middleware, request_context_middleware, simulation_middleware
-from demo_apps.shop.routes import setup_routes
+from demo_apps.shop.routes import SHOP_ROUTES, setup_routes
 from demo_apps.shop.telemetry import build_telemetry
 
 
@@ -75,7 +75,10 @@ async def capacity_context(app: web.Application) -> AsyncIterator[None]:
 def telemetry_context(cloud_monitoring_client: Any) -> Callable[[web.Application], AsyncIterator[None]]:
     async def telemetry(app: web.Application) -> AsyncIterator[None]:
         shop_telemetry = build_telemetry(
-            app[CONFIG], app[CAPACITY].snapshot, cloud_monitoring_client=cloud_monitoring_client
+            app[CONFIG],
+            app[CAPACITY].snapshot,
+            cloud_monitoring_client=cloud_monitoring_client,
+            routes=SHOP_ROUTES,
         )
         app[TELEMETRY] = shop_telemetry
         yield

@@ -29,6 +29,9 @@ Baked-in faults, a "bad deploy" that no API call can switch off (see faults.py):
     DEMO_LATENCY_RATE         percent of requests that get DEMO_LATENCY_MS (0..100)      100
     DEMO_FAIL_STARTUP         1: log an error and exit non-zero at start, so the         unset
                               revision never becomes ready
+    DEMO_WARMUP_ERRORS_S      answer every request 503 for this many seconds from the    0
+                              first one, then serve normally: a healthy revision with
+                              a startup blip (0..3600)
 
 Other:
 
@@ -99,6 +102,7 @@ class ShopConfig:
     latency_ms: float = 0.0
     latency_rate: float = 100.0
     fail_startup: bool = False
+    warmup_errors_s: float = 0.0
 
     random_seed: int | None = None
     gcp_monitoring: bool = False
@@ -128,6 +132,7 @@ class ShopConfig:
         _check_range("DEMO_ERROR_RATE", self.error_rate, 0, 100)
         _check_range("DEMO_LATENCY_MS", self.latency_ms, 0, MAX_LATENCY_MS)
         _check_range("DEMO_LATENCY_RATE", self.latency_rate, 0, 100)
+        _check_range("DEMO_WARMUP_ERRORS_S", self.warmup_errors_s, 0, 3600)
         _check_range("gcp_export_interval_s", self.gcp_export_interval_s, 1, 3600)
         _check_range("shutdown_timeout_s", self.shutdown_timeout_s, 0, 60)
 
@@ -160,6 +165,7 @@ class ShopConfig:
             latency_ms=_number(environ, "DEMO_LATENCY_MS", 0.0),
             latency_rate=_number(environ, "DEMO_LATENCY_RATE", 100.0),
             fail_startup=_flag(environ, "DEMO_FAIL_STARTUP"),
+            warmup_errors_s=_number(environ, "DEMO_WARMUP_ERRORS_S", 0.0),
             random_seed=_optional_integer(environ, "DEMO_RANDOM_SEED"),
             gcp_monitoring=_flag(environ, "DEMO_GCP_MONITORING"),
             gcp_project=environ.get("GOOGLE_CLOUD_PROJECT", "").strip() or None,

@@ -12,7 +12,8 @@
     │   └── InstanceStartTimeout     503: still scaling out, but the request waited too long
     └── InjectedFault                an answer the fault injection asked for
         ├── InjectedServerError      500
-        └── InjectedTimeout          504
+        ├── InjectedTimeout          504
+        └── WarmingUp                503: a revision that fails its first seconds (DEMO_WARMUP_ERRORS_S)
 
 The error middleware turns each class into a JSON response through one table
 (`middlewares.ERROR_STATUS`), so a handler only raises.
@@ -104,3 +105,7 @@ class InjectedServerError(InjectedFault):
 
 class InjectedTimeout(InjectedFault):
     """A 504 after the request hung for the fault's latency."""
+
+
+class WarmingUp(InjectedFault):
+    """A 503 while a new revision warms up: caches cold, connections not yet open."""

@@ -37,6 +37,7 @@ from demo_apps.shop.exceptions import (
     InjectedFault,
     InjectedServerError,
     InjectedTimeout,
+    WarmingUp,
 )
 from demo_apps.shop.logs import rfc3339
 
@@ -89,11 +90,16 @@ class DeployFaults:
     error_rate: float = 0.0
     latency_ms: float = 0.0
     latency_rate: float = 100.0
+    # Every request fails with 503 for this long after the revision starts, then none do.
+    warmup_errors_s: float = 0.0
 
     @classmethod
     def from_config(cls, config: ShopConfig) -> DeployFaults:
         return cls(
-            error_rate=config.error_rate, latency_ms=config.latency_ms, latency_rate=config.latency_rate
+            error_rate=config.error_rate,
+            latency_ms=config.latency_ms,
+            latency_rate=config.latency_rate,
+            warmup_errors_s=config.warmup_errors_s,
         )
 
     def as_json(self) -> dict[str, object]:
@@ -101,6 +107,7 @@ class DeployFaults:
             "error_rate": self.error_rate,
             "latency_ms": self.latency_ms,
             "latency_rate": self.latency_rate,
+            "warmup_errors_s": self.warmup_errors_s,
         }
 
 
@@ -188,6 +195,9 @@ class FaultInjector:
         self._clock = clock
         self._wall_clock = wall_clock
         self._runtime: RuntimeFault | None = None
+        # The warm-up blip counts from the first request the revision serves, as a cold start's
+        # does: time spent starting and waiting for traffic (longer on a loaded machine) is not blip.
+        self._first_request_at: float | None = None
 
     def enable(self, spec: FaultSpec) -> RuntimeFault:
         """Put `spec` in force, replacing any runtime fault."""
@@ -227,6 +237,12 @@ class FaultInjector:
             delay_ms += deploy.latency_ms
         if deploy.error_rate > 0 and self._roll(deploy.error_rate):
             error = InjectedServerError(self._server_error_message(), source="deploy")
+        if deploy.warmup_errors_s > 0:
+            now = self._clock()
+            if self._first_request_at is None:
+                self._first_request_at = now
+            if now - self._first_request_at < deploy.warmup_errors_s:
+                error = WarmingUp("503 Service Unavailable - warming up", source="warmup")
 
         runtime = self.active()
         if runtime is not None and self._roll(runtime.spec.error_rate):

@@ -33,6 +33,7 @@ from demo_apps.shop.exceptions import (
     NoAvailableInstance,
     NotFound,
     ShopError,
+    WarmingUp,
 )
 from demo_apps.shop.keys import CAPACITY, FAULTS, LOG_MESSAGE, LOGGER, TELEMETRY
 
@@ -47,6 +48,7 @@ ERROR_STATUS: dict[type[ShopError], int] = {
     NoAvailableInstance: 429,
     InjectedServerError: 500,
     InstanceStartTimeout: 503,
+    WarmingUp: 503,
     InjectedTimeout: 504,
 }
 

@@ -39,6 +39,7 @@ def setup_routes(app: web.Application) -> None:
     router.add_get("/fault/status", fault_status, name="fault_status")
 
     router.add_get("/_emulator/scaling", show_scaling, name="scaling")
+    router.add_get("/_emulator/scrapes", show_scrapes, name="scrapes")
     router.add_put("/_emulator/scaling", change_scaling, name="scaling_change")
 
 
@@ -152,6 +153,11 @@ async def disable_fault(request: web.Request) -> web.Response:
 
 async def fault_status(request: web.Request) -> web.Response:
     return web.json_response(_fault_status(request))
+
+
+async def show_scrapes(request: web.Request) -> web.Response:
+    """How many times /metrics was read: the emulator routes a new revision once it was scraped."""
+    return web.json_response({"scrapes": request.app[TELEMETRY].scrapes})
 
 
 async def show_scaling(request: web.Request) -> web.Response:

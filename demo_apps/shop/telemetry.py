@@ -17,6 +17,13 @@ and `revision`:
 `http_route` is the route template (`/api/catalog/{item_id}`), never the raw path, so the number of
 series stays bounded. The histogram's buckets are tight around 1 s, the latency SLO's threshold.
 
+Every route's request series for status 200 and 500 is exposed from the start, at zero, before any
+request ("initialize your metrics", https://prometheus.io/docs/practices/instrumentation/#avoid-missing-metrics):
+OpenTelemetry creates a series at its first measurement, and Prometheus' rate() cannot count what a
+series already held at its first sample. A revision that fails from its first request would hide its
+first errors from every rate over it; with zero-valued series scraped before it takes traffic, every
+error is an increase Prometheus sees.
+
 With DEMO_GCP_MONITORING=1 a PeriodicExportingMetricReader also sends the same instruments to
 Cloud Monitoring through opentelemetry-exporter-gcp-monitoring (the optional `gcp` extra), imported
 only then.
@@ -34,7 +41,9 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import HistogramMetricFamily, Metric, Sample
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.registry import Collector
 
 from demo_apps.shop.capacity import CapacitySnapshot
 from demo_apps.shop.config import ShopConfig
@@ -83,6 +92,46 @@ CAPACITY_GAUGES: dict[str, tuple[str, str, Callable[[CapacitySnapshot], float]]]
 }
 
 
+REQUEST_FAMILY = "http_server_request_duration_seconds"
+REQUEST_DOCUMENTATION = "Duration of HTTP server requests, queueing included."
+# The statuses whose series exist from the start: success, and the 500 a failing request answers.
+ZERO_FILLED_STATUSES = ("200", "500")
+
+
+class ZeroFilledRequests(Collector):
+    """The OpenTelemetry exporter's families, with every expected request series present from the
+    start: at zero until its first request (see the module docstring)."""
+
+    def __init__(self, exporter: CollectorRegistry, expected: list[dict[str, str]]) -> None:
+        self.exporter = exporter
+        self.expected = expected
+
+    def collect(self) -> Iterable[Metric]:
+        found = False
+        for family in self.exporter.collect():
+            if family.name == REQUEST_FAMILY and family.type == "histogram":
+                found = True
+                self._fill(family)
+            yield family
+        if not found:
+            family = HistogramMetricFamily(REQUEST_FAMILY, REQUEST_DOCUMENTATION, unit="seconds")
+            self._fill(family)
+            yield family
+
+    def _fill(self, family: Metric) -> None:
+        present = {
+            tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le")) for sample in family.samples
+        }
+        for labels in self.expected:
+            if tuple(sorted(labels.items())) in present:
+                continue
+            for bound in (*REQUEST_DURATION_BUCKETS_S, float("inf")):
+                le = "+Inf" if bound == float("inf") else str(float(bound))
+                family.samples.append(Sample(f"{REQUEST_FAMILY}_bucket", {**labels, "le": le}, 0.0))
+            family.samples.append(Sample(f"{REQUEST_FAMILY}_count", dict(labels), 0.0))
+            family.samples.append(Sample(f"{REQUEST_FAMILY}_sum", dict(labels), 0.0))
+
+
 class ShopTelemetry:
     """The instruments one app records into, and the Prometheus exposition of them."""
 
@@ -92,12 +141,17 @@ class ShopTelemetry:
         config: ShopConfig,
         capacity_snapshot: Callable[[], CapacitySnapshot],
         extra_readers: Iterable[MetricReader] = (),
+        routes: Iterable[str] = (),
     ) -> None:
         self.registry = CollectorRegistry()
         self._identity = {"service": config.service, "revision": config.revision}
+        # Reads of /metrics so far: the emulator holds a new revision's traffic until the first.
+        self.scrapes = 0
+        exporter = CollectorRegistry()
         prometheus_reader = PrometheusMetricReader(
-            disable_target_info=True, scope_info_enabled=False, registry=self.registry
+            disable_target_info=True, scope_info_enabled=False, registry=exporter
         )
+        self.registry.register(ZeroFilledRequests(exporter, self._expected_request_series(routes)))
         self.readers: tuple[MetricReader, ...] = (prometheus_reader, *extra_readers)
         self.meter_provider = MeterProvider(
             metric_readers=self.readers,
@@ -132,6 +186,22 @@ class ShopTelemetry:
                 description=description,
             )
 
+    def _expected_request_series(self, routes: Iterable[str]) -> list[dict[str, str]]:
+        """The label sets of the request series that exist from the start: each "METHOD /route"."""
+        series = []
+        for route in routes:
+            method, _, template = route.partition(" ")
+            for status in ZERO_FILLED_STATUSES:
+                series.append(
+                    {
+                        **self._identity,
+                        "http_request_method": method,
+                        "http_route": template,
+                        "http_response_status_code": status,
+                    }
+                )
+        return series
+
     def _gauge_callback(
         self,
         capacity_snapshot: Callable[[], CapacitySnapshot],
@@ -162,7 +232,8 @@ class ShopTelemetry:
         )
 
     def exposition(self) -> bytes:
-        """The Prometheus text format (0.0.4) of every instrument."""
+        """The Prometheus text format (0.0.4) of every instrument; counts the scrape."""
+        self.scrapes += 1
         return generate_latest(self.registry)
 
     def shutdown(self) -> None:
@@ -200,9 +271,13 @@ def build_telemetry(
     capacity_snapshot: Callable[[], CapacitySnapshot],
     *,
     cloud_monitoring_client: Any = None,
+    routes: Iterable[str] = (),
 ) -> ShopTelemetry:
-    """Prometheus always; Cloud Monitoring beside it when `config.gcp_monitoring` is on."""
+    """Prometheus always; Cloud Monitoring beside it when `config.gcp_monitoring` is on. The request
+    series of `routes` ("METHOD /template") are exposed at zero from the start."""
     extra_readers: list[MetricReader] = []
     if config.gcp_monitoring:
         extra_readers.append(cloud_monitoring_reader(config, client=cloud_monitoring_client))
-    return ShopTelemetry(config=config, capacity_snapshot=capacity_snapshot, extra_readers=extra_readers)
+    return ShopTelemetry(
+        config=config, capacity_snapshot=capacity_snapshot, extra_readers=extra_readers, routes=routes
+    )

@@ -12,9 +12,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from analyzer.engines.rules import RulesEngine
-from collector import CollectorConfig, ContextBuilder
+from analyzer import RulesEngine
+from collector import CloudRunClients, CollectorConfig, ContextBuilder
+from collector.sources.logs import LogQuery
 from collector.sources.prometheus import Capacity
+from demo_apps.cloudrun.logging_api import parse_filter
 from incidents import ActionType, AlertInfo
 from tests.support.real_parts import free_port
 
@@ -239,3 +241,57 @@ def test_capacity_counts_only_the_serving_revisions() -> None:
     assert capacity.of({"svc-00002-new"}) == (2.0, 0.95)
     assert capacity.of(None) == (3.0, 0.6333)
     assert capacity.of({"svc-00003-none"}) == (None, None)
+
+
+def test_a_missing_busy_figure_leaves_the_utilization_unknown_not_idle() -> None:
+    capacity = Capacity(instances={"svc-00001-old": 1.0, "svc-00002-new": 2.0}, busy={"svc-00002-new": 1.9})
+    assert capacity.of({"svc-00002-new"}) == (2.0, 0.95)
+    assert capacity.of(None) == (3.0, None)
+
+
+def test_cloud_run_clients_are_built_from_the_collector_settings() -> None:
+    config = CollectorConfig(project="acme", region="europe-west1", cloud_run_endpoint="http://127.0.0.1:1")
+    clients = CloudRunClients.for_collector(config)
+    try:
+        assert clients.service_name("shop") == "projects/acme/locations/europe-west1/services/shop"
+        assert clients.revision_name("shop", "shop-00001") == (
+            "projects/acme/locations/europe-west1/services/shop/revisions/shop-00001"
+        )
+        assert clients.services.api_endpoint == "http://127.0.0.1:1"
+    finally:
+        clients.close()
+
+
+@pytest.mark.parametrize(
+    "service",
+    ['demo-app-a" OR severity>="DEBUG', "back\\slash", "ends with a backslash\\", '"', "plain-name"],
+)
+def test_the_service_cannot_escape_its_quotes_in_the_logging_filter(service: str) -> None:
+    """The filter is parsed the way the emulator (like Cloud Logging) reads quoted strings: whatever
+    the label holds stays one value of one comparison."""
+    query = LogQuery(project="p", service=service, since=NOW, limit=5)
+    terms = parse_filter(query.filter())
+    assert [(term.field, term.op) for term in terms] == [
+        ("resource.type", "="),
+        ("resource.labels.service_name", "="),
+        ("severity", ">="),
+        ("timestamp", ">="),
+    ]
+    assert terms[1].value == service
+
+
+async def test_a_service_with_control_characters_is_a_gap_not_a_query(fake_server: Any) -> None:
+    seen: list[Any] = []
+
+    async def entries(request: web.Request) -> web.Response:
+        seen.append(await request.json())
+        return web.json_response({"entries": []})
+
+    logging = await fake_server([web.post("/v2/entries:list", entries)])
+    url = closed_url()
+    config = CollectorConfig(prometheus_url=url, cloud_run_endpoint=url, logging_endpoint=logging)
+    alert = ALERT.model_copy(update={"labels": {"alertname": "HighErrorRate", "service": "demo\napp"}})
+    async with ContextBuilder.open(config) as builder:
+        context = await builder.build_context(alert, recent_actions=[], now=NOW)
+    assert seen == []
+    assert any(gap.startswith("logs") and "control characters" in gap for gap in context.gaps)

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestServer
 from analyzer.webhook import parse_payload
 from collector import CollectorConfig, ContextBuilder
 from demo_apps.loadgen import LoadGenerator
-from incidents.models import utcnow
+from incidents import utcnow
 from remediator.processes import ChildProcess
 from remediator.stackconfig import write_alertmanager_config, write_prometheus_config
 from tests.demo_apps.cloudrun_harness import revision_id, running_emulator, shop_template
@@ -31,11 +31,13 @@ SERVICE = "signals-demo"
 class WebhookReceiver:
     def __init__(self) -> None:
         self.deliveries: list[tuple[dict[str, Any], str | None]] = []
+        self.content_types: list[str] = []
         self.arrived = asyncio.Event()
 
     def app(self) -> web.Application:
         async def receive(request: web.Request) -> web.Response:
             self.deliveries.append((await request.json(), request.headers.get("Authorization")))
+            self.content_types.append(request.content_type)
             self.arrived.set()
             return web.json_response({"ok": True})
 
@@ -128,7 +130,10 @@ async def test_bad_revision_fires_delivers_and_is_described_by_the_context(
                 await receiver.arrived.wait()
             body, authorization = receiver.deliveries[0]
             assert authorization == f"Bearer {token}"
+            # Remediator's webhook takes only application/json, and admits what Alertmanager sends.
+            assert receiver.content_types[0] == "application/json"
             payload = parse_payload(json.dumps(body).encode())
+            assert payload.rejected == []
             alert = next(a for a in payload.alerts if a.labels["alertname"] == "HighErrorRate")
             assert alert.labels["service"] == SERVICE
             assert alert.labels["severity"] == "critical"

@@ -9,7 +9,7 @@ import pytest
 import requests
 from google.api_core import exceptions
 
-from tests.demo_apps.cloudrun_harness import Emulator, google_status, running_emulator, shop_template
+from tests.demo_apps.cloudrun_harness import PARENT, Emulator, google_status, running_emulator, shop_template
 
 
 @pytest.fixture
@@ -109,3 +109,35 @@ async def test_invalid_failure_rules_are_refused(emulator: Emulator, rule: dict)
         assert response.status == 400
         assert (await response.json())["error"]["status"] == "INVALID_ARGUMENT"
     assert await pending(emulator) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "content_type"),
+    [
+        ("/_emulator/failures", "kind=503&count=100", "application/x-www-form-urlencoded"),
+        ("/_emulator/failures", '{"kind": "503", "count": 100}', "text/plain"),
+        (
+            "/v2/projects/local/locations/local/services?serviceId=evil",
+            "x",
+            "multipart/form-data; boundary=x",
+        ),
+        ("/v2/projects/local/locations/local/services?serviceId=evil", None, None),
+    ],
+)
+async def test_what_a_web_page_could_post_across_sites_is_refused(
+    emulator: Emulator, path: str, data: str | None, content_type: str | None
+) -> None:
+    """A page the developer visits can make the browser post a form, text/plain or no body to
+    127.0.0.1 without asking; the emulator takes only JSON bodies (or Google's own clients)."""
+    headers = {"Content-Type": content_type} if content_type else {}
+    async with emulator.http.post(f"{emulator.base_url}{path}", data=data, headers=headers) as response:
+        assert response.status == 400
+        error = (await response.json())["error"]
+        assert error["status"] == "INVALID_ARGUMENT"
+        assert "application/json" in error["message"]
+    assert await pending(emulator) == []
+    assert [s.name for s in await emulator.call(emulator.services.list_services, parent=PARENT)] == []
+    # The same requests as JSON are served, and so is the Google client (it created nothing above).
+    await inject(emulator, count=1, kind="503", paths=["/nothing"])
+    created = await emulator.create("shop", shop_template())
+    assert created.generation == 1

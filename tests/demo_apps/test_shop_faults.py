@@ -21,6 +21,7 @@ from demo_apps.shop import (
     InjectedTimeout,
     ShopConfig,
     StructuredLogger,
+    WarmingUp,
     create_app,
     parse_fault_query,
 )
@@ -188,7 +189,7 @@ async def test_status_without_faults(client: TestClient) -> None:
     assert await response.json() == {
         "revision": REVISION,
         "runtime": None,
-        "deploy": {"error_rate": 0.0, "latency_ms": 0.0, "latency_rate": 100.0},
+        "deploy": {"error_rate": 0.0, "latency_ms": 0.0, "latency_rate": 100.0, "warmup_errors_s": 0.0},
     }
 
 
@@ -327,7 +328,12 @@ async def test_baked_in_error_rate_from_env(aiohttp_client: ClientFactory) -> No
     assert {response.headers["X-Revision"] for response in responses} == {"shop-bad"}
 
     status = await (await client.get("/fault/status")).json()
-    assert status["deploy"] == {"error_rate": 100.0, "latency_ms": 0.0, "latency_rate": 100.0}
+    assert status["deploy"] == {
+        "error_rate": 100.0,
+        "latency_ms": 0.0,
+        "latency_rate": 100.0,
+        "warmup_errors_s": 0.0,
+    }
     # Disabling runtime faults does not cure a bad deploy.
     await client.post("/fault/disable")
     assert (await client.get("/api/catalog")).status == 500
@@ -352,3 +358,36 @@ async def test_baked_in_latency_and_its_rate(aiohttp_client: ClientFactory) -> N
     started = time.perf_counter()
     assert (await never_client.get("/api/catalog")).status == 200
     assert time.perf_counter() - started < 1.0
+
+
+def test_a_warm_up_fault_fails_every_request_for_its_first_seconds_only() -> None:
+    clock = FakeClock()
+    injector = FaultInjector(
+        deploy=DeployFaults(warmup_errors_s=10), rng=random.Random(5), clock=clock, wall_clock=clock
+    )
+    outcomes = [injector.decide() for _ in range(50)]
+    assert all(isinstance(outcome.error, WarmingUp) for outcome in outcomes)
+    assert outcomes[0].error is not None and outcomes[0].error.message.startswith("503 Service Unavailable")
+    clock.now += 9.9
+    assert isinstance(injector.decide().error, WarmingUp)
+    clock.now += 0.1
+    assert all(injector.decide().error is None for _ in range(50))
+    assert injector.status()["deploy"] == {
+        "error_rate": 0.0,
+        "latency_ms": 0.0,
+        "latency_rate": 100.0,
+        "warmup_errors_s": 10,
+    }
+
+
+def test_the_warm_up_counts_from_the_first_request_not_from_the_start() -> None:
+    clock = FakeClock()
+    injector = FaultInjector(
+        deploy=DeployFaults(warmup_errors_s=10), rng=random.Random(5), clock=clock, wall_clock=clock
+    )
+    clock.now += 120  # started, became ready, and waited for traffic
+    assert isinstance(injector.decide().error, WarmingUp)
+    clock.now += 9.9
+    assert isinstance(injector.decide().error, WarmingUp)
+    clock.now += 0.1
+    assert injector.decide().error is None

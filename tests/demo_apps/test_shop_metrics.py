@@ -76,6 +76,46 @@ def value_of(samples: list[Sample], name: str, **labels: str) -> float:
     return found[0]
 
 
+async def test_request_series_exist_at_zero_before_the_first_request(aiohttp_client: ClientFactory) -> None:
+    """So that Prometheus, scraping a new revision before its traffic, counts its first errors."""
+    client = await shop_client(aiohttp_client)
+    _, samples = await scrape(client)
+    counts = {
+        (
+            s.labels["http_request_method"],
+            s.labels["http_route"],
+            s.labels["http_response_status_code"],
+        ): s.value
+        for s in samples
+        if s.name == "http_server_request_duration_seconds_count"
+    }
+    assert counts[("GET", "/api/catalog", "500")] == 0
+    assert counts[("POST", "/api/checkout", "200")] == 0
+    assert set(counts.values()) == {0}
+    assert (
+        value_of(
+            samples,
+            "http_server_request_duration_seconds_bucket",
+            http_route="/api/cart",
+            http_response_status_code="500",
+            le="+Inf",
+        )
+        == 0
+    )
+    assert (await client.get("/api/catalog")).status == 200
+    _, samples = await scrape(client)
+    # The first request adds to the series that was there, at zero, before it.
+    assert (
+        value_of(
+            samples,
+            "http_server_request_duration_seconds_count",
+            http_route="/api/catalog",
+            http_response_status_code="200",
+        )
+        == 1
+    )
+
+
 async def test_exposition_names_labels_and_status_codes(aiohttp_client: ClientFactory) -> None:
     client = await shop_client(aiohttp_client)
     for _ in range(3):
@@ -119,7 +159,7 @@ async def test_exposition_names_labels_and_status_codes(aiohttp_client: ClientFa
             sample.labels[key] for key in ("http_route", "http_response_status_code", "http_request_method")
         ): (sample.value)
         for sample in samples
-        if sample.name == "http_server_request_duration_seconds_count"
+        if sample.name == "http_server_request_duration_seconds_count" and sample.value
     }
     assert counts == {
         ("/api/catalog", "200", "GET"): 3,
@@ -199,7 +239,12 @@ async def test_each_app_has_its_own_registry(aiohttp_client: ClientFactory) -> N
     _, second_samples = await scrape(second)
     assert {sample.labels["revision"] for sample in first_samples} == {REVISION}
     assert {sample.labels["revision"] for sample in second_samples} == {"shop-00005-mno"}
-    assert not [sample for sample in second_samples if sample.name.startswith("http_server_request_duration")]
+    # The second app served nothing: its request series are there, all at zero.
+    assert not [
+        sample
+        for sample in second_samples
+        if sample.name.startswith("http_server_request_duration") and sample.value
+    ]
 
 
 # --- Cloud Monitoring ----------------------------------------------------------------------------------
@@ -280,7 +325,15 @@ async def test_app_wires_cloud_monitoring_when_switched_on(aiohttp_client: Clien
     assert telemetry.readers[1].force_flush()
     assert {request.name for request in fake_client.time_series_requests} == {"projects/demo-project"}
     _, samples = await scrape(client)
-    assert value_of(samples, "http_server_request_duration_seconds_count", http_route="/api/catalog") == 1
+    assert (
+        value_of(
+            samples,
+            "http_server_request_duration_seconds_count",
+            http_route="/api/catalog",
+            http_response_status_code="200",
+        )
+        == 1
+    )
 
 
 def test_missing_gcp_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
