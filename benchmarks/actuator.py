@@ -26,13 +26,17 @@ import aiohttp
 from google.cloud import run_v2
 from prometheus_client import CollectorRegistry
 
-from actuator import ActionWorker, ActuatorConfig, ActuatorMetrics, CloudRunChanger
-from actuator.cloudrun import OPERATION_POLLING
-from actuator.verification import VerificationResult
+from actuator import (
+    OPERATION_POLLING,
+    ActionWorker,
+    ActuatorConfig,
+    ActuatorMetrics,
+    CloudRunChanger,
+    VerificationResult,
+)
 from benchmarks.analyzer import create_database, drop_database, free_port
 from collector import CloudRunClients, short_name
-from incidents.db import Store, StoreConfig
-from incidents.repository import ActionRepository
+from incidents import ActionRepository, Store, StoreConfig
 
 
 class InstantVerifier:

@@ -38,12 +38,8 @@ from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from analyzer.app import AnalyzerConfig, create_app
-from analyzer.policy import PolicyConfig
-from analyzer.processing import ProcessingConfig
-from incidents.db import Store, StoreConfig
-from incidents.migrate import upgrade
-from incidents.models import Action, Incident, IncidentAlert
+from analyzer import AnalyzerConfig, PolicyConfig, ProcessingConfig, create_app
+from incidents import Action, Incident, IncidentAlert, Store, StoreConfig, upgrade
 from tests.support.contexts import StaticContextSource
 from tests.support.real_parts import free_port
 

@@ -6,6 +6,10 @@ spread with its parts, plus the signals figures: fault onset to webhook delivere
 build_context wall time against the stack.
 
     .venv/bin/python benchmarks/mttr.py [--runs 6] [--parallel 3] [--error-rate 15] [--json]
+                                        [--store sqlite|postgresql]
+
+`--store postgresql` runs Remediator on a scratch database on TEST_DATABASE_URL's server
+(127.0.0.1:5432 by default), dropped at the end; the default is the stack's SQLite file.
 
 Numbers depend on the machine's load; read medians and spreads, not single runs.
 """
@@ -18,14 +22,14 @@ import json
 import statistics
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from collector import CollectorConfig, ContextBuilder
-from incidents import AlertInfo
-from incidents.models import utcnow
+from incidents import AlertInfo, utcnow
 from remediator.demo import (
     SCENARIOS,
     DemoScenario,
@@ -36,6 +40,7 @@ from remediator.demo import (
     run_scenario,
 )
 from remediator.stack import LocalStack, StackOptions
+from tests.support.databases import create_scratch_postgres_database, drop_scratch_postgres_database
 from tests.support.real_parts import free_port
 
 
@@ -58,6 +63,25 @@ def spread(values: list[float]) -> dict[str, float | None]:
         "median": round(statistics.median(values), 2),
         "min": round(min(values), 2),
         "max": round(max(values), 2),
+    }
+
+
+def inside_parts(outcome: Outcome) -> dict[str, float | None]:
+    """Where the time inside Remediator went: webhook to decision committed, decision to the action
+    claimed by the actuator, claimed to the change applied (traffic switched)."""
+    stamps = (outcome.incident or {}).get("timestamps") or {}
+
+    def between(start: str, end: str) -> float | None:
+        if not stamps.get(start) or not stamps.get(end):
+            return None
+        started = datetime.fromisoformat(stamps[start].replace("Z", "+00:00"))
+        ended = datetime.fromisoformat(stamps[end].replace("Z", "+00:00"))
+        return round((ended - started).total_seconds(), 3)
+
+    return {
+        "decide": between("detected_at", "decided_at"),
+        "claim": between("decided_at", "action_started_at"),
+        "apply": between("action_started_at", "mitigated_at"),
     }
 
 
@@ -88,6 +112,15 @@ async def measure_build_context(stack: LocalStack, service: str, repeats: int) -
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
+    database_url = await create_scratch_postgres_database() if args.store == "postgresql" else None
+    try:
+        return await measure(args, database_url)
+    finally:
+        if database_url is not None:
+            await drop_scratch_postgres_database(database_url)
+
+
+async def measure(args: argparse.Namespace, database_url: str | None) -> dict[str, Any]:
     options = StackOptions(
         emulator_port=free_port(),
         prometheus_port=free_port(),
@@ -96,6 +129,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         loadgen_port=free_port(),
         rate=5.0,
         grafana=False,
+        database_url=database_url,
     )
     base = SCENARIOS["bad-deploy"]
 
@@ -126,10 +160,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             outcomes.extend(await asyncio.gather(*(one(n) for n in batch)))
             for outcome in outcomes[-len(batch) :]:
                 s = outcome.summary()
+                parts = inside_parts(outcome)
                 print(
                     f"run: {s['status']:<9} MTTR {s['mttr_seconds']}s  alert {s['time_to_alert_seconds']}s  "
                     f"detect {s['time_to_detect_seconds']}s  mitigate {s['time_to_mitigate_seconds']}s  "
-                    f"inside {s['inside_remediator_seconds']}s",
+                    f"inside {s['inside_remediator_seconds']}s (decide {parts['decide']}s, "
+                    f"claim {parts['claim']}s, apply {parts['apply']}s)",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -145,6 +181,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if s["mttr_seconds"] is not None and s["time_to_mitigate_seconds"] is not None
     ]
     return {
+        "store": args.store,
         "runs": len(summaries),
         "as_expected": len(ok),
         "error_rate_percent": args.error_rate,
@@ -170,6 +207,7 @@ if __name__ == "__main__":
     parser.add_argument("--error-rate", type=int, default=15, help="percent of 500s in the bad revision")
     parser.add_argument("--baseline-seconds", type=float, default=60)
     parser.add_argument("--context-repeats", type=int, default=20)
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--json", action="store_true")
     arguments = parser.parse_args()

@@ -9,9 +9,13 @@ Scenarios
     bad-deploy         a new revision answering 15% 500s takes all traffic          -> ROLLBACK
     canary             a new revision at 10% of traffic answering 40% 500s          -> ROLLBACK
     latency-deploy     a new revision adding 1.5 s to every request                 -> ROLLBACK
-    traffic-spike      offered load triples on a service capped at one instance     -> SCALE_UP
+    traffic-spike      offered load triples on a service capped at two instances    -> SCALE_UP
     dependency-outage  the serving revision's dependency fails (fault-injection API) -> INVESTIGATE,
                        traffic untouched
+
+With `--mode approve` every action waits for a human: the incident's card appears in a local fake
+Slack (printed in the terminal) and, after a pause, an on-call user clicks Approve with a signed
+request, as in production (see `remediator.demoslack`).
 """
 
 from __future__ import annotations
@@ -25,18 +29,26 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 from google.cloud import run_v2
 
-from collector import short_name
+from analyzer import EvidenceConfig
+from collector import MetricsProfile, MetricsTiming, PrometheusSource, queries_for, short_name
+from remediator.demoslack import SlackApprover
+from remediator.fakeslack import render_blocks
 from remediator.processes import StackError
+from remediator.saved_scenarios import RECORDABLE, ScenarioNotSaved, recorded_scenario, save_scenario
 from remediator.stack import DemoProfile, DemoService, LocalStack, StackOptions
 
 FINAL = {"resolved", "escalated", "failed", "closed", "awaiting_approval", "suppressed"}
+# With a human approving in the loop, waiting for approval is a step, not the end.
+FINAL_WITH_APPROVER = FINAL - {"awaiting_approval"}
 FOLLOW_TIMEOUT = 300.0
+# Cloud Monitoring's samples arrive minutes late, and verification waits for fresh ones.
+CLOUD_RUN_FOLLOW_TIMEOUT = 900.0
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,10 @@ class DemoScenario:
     summary: str
     inject: Callable[[DemoTarget, aiohttp.ClientSession], Awaitable[Injection]]
     profile: DemoProfile = field(default_factory=DemoProfile)
+    # How long the newest revision serves before the fault is injected. A fault within the engine's
+    # change window of a deploy is read as possibly the deploy's (analyzer/evidence.py), so a fault
+    # that is not a deploy's waits until the demo's fresh deploy is past that window.
+    settle_after_deploy: timedelta = timedelta(0)
 
 
 def _now() -> datetime:
@@ -107,6 +123,13 @@ async def _latency_deploy(target: DemoTarget, http: aiohttp.ClientSession) -> In
     return await deploy_bad_revision(target, {"DEMO_LATENCY_MS": "1500"})
 
 
+async def _startup_blip(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:
+    # A healthy revision that answers 503 for its first 10 s of traffic: the alert fires, and the
+    # check right before acting finds it serving cleanly. Nothing is rolled back; the incident
+    # closes as recovered.
+    return await deploy_bad_revision(target, {"DEMO_WARMUP_ERRORS_S": "10"})
+
+
 async def _traffic_spike(target: DemoTarget, http: aiohttp.ClientSession) -> Injection:
     rate = target.rate * 3
     async with http.put(f"{target.loadgen_url}/rate", json={"rate": rate}) as response:
@@ -132,11 +155,20 @@ SCENARIOS: dict[str, DemoScenario] = {
         DemoScenario("canary", "ROLLBACK", "a new revision at 10% traffic failing", _canary),
         DemoScenario("latency-deploy", "ROLLBACK", "a new revision 1.5 s slower", _latency_deploy),
         DemoScenario(
+            "startup-blip",
+            "NONE",
+            "a healthy new revision that fails its first ~10 s (a cold start)",
+            _startup_blip,
+        ),
+        DemoScenario(
             "traffic-spike",
             "SCALE_UP",
-            "3x traffic on a service capped at one instance",
+            "3x traffic on a service capped at two instances",
             _traffic_spike,
-            profile=DemoProfile(concurrency=4, service_time_ms=100, min_instances=1, max_instances=1),
+            # Two instances, not one: a ceiling of one reads as a singleton on purpose, which
+            # Remediator never scales on its own.
+            profile=DemoProfile(concurrency=2, service_time_ms=100, min_instances=1, max_instances=2),
+            settle_after_deploy=EvidenceConfig().change_window + timedelta(seconds=30),
         ),
         DemoScenario(
             "dependency-outage", "INVESTIGATE", "the running revision's dependency fails", _dependency_outage
@@ -199,11 +231,21 @@ class Outcome:
     previous_revision: str
 
     @property
+    def approved_by(self) -> str | None:
+        """Who approved the waiting action, when a human was asked."""
+        for event in (self.incident or {}).get("timeline") or []:
+            if event["kind"] == "approval.approved":
+                return str((event.get("data") or {}).get("by") or event["actor"])
+        return None
+
+    @property
     def action(self) -> str | None:
         """What Remediator did on its own (a decision held back for a human counts as INVESTIGATE)."""
         if self.incident is None or not self.incident.get("decision"):
             return None
         policy = self.incident.get("policy") or {}
+        if policy.get("verdict") == "await_approval" and self.approved_by is not None:
+            return str(self.incident["decision"]["action"])
         if policy.get("verdict") in ("await_approval", "suppress", "overrule"):
             return "INVESTIGATE"
         return str(self.incident["decision"]["action"])
@@ -232,6 +274,11 @@ class Outcome:
             return False
         if self.expected_action == "INVESTIGATE":
             return self.traffic_after == self.traffic_before
+        if self.expected_action == "NONE":
+            # Nothing changed after the injection: a new revision keeps the traffic it took.
+            deployed = self.injection.new_revision
+            unchanged = {deployed: 100} if deployed else self.traffic_before
+            return (self.incident or {}).get("status") == "closed" and self.traffic_after == unchanged
         if self.expected_action == "ROLLBACK":
             previous = self.previous_revision
             return (
@@ -263,6 +310,7 @@ class Outcome:
             "estimated_onset_source": (incident.get("timestamps") or {}).get("fault_started_source"),
             "remediator_mttr_seconds": (incident.get("mttr") or {}).get("seconds"),
             "status": incident.get("status"),
+            "approved_by": self.approved_by,
             "as_expected": self.as_expected,
         }
 
@@ -284,43 +332,62 @@ async def _traffic(target: DemoTarget) -> dict[str, int]:
     return shares
 
 
-async def _prometheus_scalar(http: aiohttp.ClientSession, url: str, promql: str) -> float | None:
-    async with http.get(f"{url}/api/v1/query", params={"query": promql}) as response:
-        body = await response.json()
-    result = body.get("data", {}).get("result", [])
-    try:
-        return float(result[0]["value"][1]) if result else None
-    except (TypeError, ValueError):
-        return None
+async def _left_to_settle(target: DemoTarget, settle: timedelta) -> float:
+    """Seconds until the newest revision has served for `settle`."""
+    if settle <= timedelta(0):
+        return 0.0
+    clients = target.stack.clients
+    assert clients is not None
+    name = clients.revision_name(target.service.name, target.service.revisions[0])
+    revision = await asyncio.to_thread(clients.revisions.get_revision, name=name)
+    created = revision.create_time
+    return max(0.0, (created + settle - _now()).total_seconds())
+
+
+def metrics_source(stack: LocalStack) -> PrometheusSource:
+    """The stack's own Prometheus, read with the profile's queries (what Remediator reads too)."""
+    options = stack.options
+    timing = None
+    if options.cloud_run_metrics:
+        timing = MetricsTiming(
+            sample_period_seconds=options.platform_timing.sample_period_s,
+            visibility_delay_seconds=options.platform_timing.visibility_delay_s,
+        )
+    profile = MetricsProfile(options.metrics)
+    return PrometheusSource(stack.prometheus_url, timeout=5.0, queries=queries_for(profile, timing=timing))
 
 
 async def establish_baseline(
     target: DemoTarget, http: aiohttp.ClientSession, seconds: float, timeline: Timeline
 ) -> None:
-    """Steady traffic for `seconds`, seen by Prometheus, before anything is injected."""
-    prometheus = target.stack.prometheus_url
-    requests = "http_server_request_duration_seconds"
-    selector = f'{{service="{target.service.name}"}}'
-    failed = f'{{service="{target.service.name}",http_response_status_code=~"5.."}}'
-    deadline = time.monotonic() + seconds
-    rate = None
-    while time.monotonic() < deadline or rate is None:
-        rate = await _prometheus_scalar(http, prometheus, f"sum(rate({requests}_count{selector}[30s]))")
-        left = max(0.0, deadline - time.monotonic())
-        timeline.status(f"baseline: {rate or 0:.1f} req/s seen by Prometheus, {left:.0f}s to go")
-        await asyncio.sleep(1.0)
-    errors = await _prometheus_scalar(
-        http,
-        prometheus,
-        f"sum(rate({requests}_count{failed}[1m])) / sum(rate({requests}_count{selector}[1m]))",
-    )
-    p95 = await _prometheus_scalar(
-        http, prometheus, f"histogram_quantile(0.95, sum by (le) (rate({requests}_bucket{selector}[1m])))"
-    )
+    """Steady traffic for `seconds`, seen by Prometheus, before anything is injected. With Cloud
+    Run's platform metrics that also means: until their first readable minutes show it."""
+    source = metrics_source(target.stack)
+    try:
+        deadline = time.monotonic() + seconds
+        figures = None
+        # Until the readable metrics show the steady load (a half of it at least): Cloud Run's first
+        # readable minutes hold only part of it, and a rollback target needs a record.
+        while (
+            time.monotonic() < deadline
+            or figures is None
+            or (figures.request_rate_rps or 0.0) < target.rate / 2
+        ):
+            window = await source.window(target.service.name, at=_now(), window=30)
+            figures = window.service
+            left = max(0.0, deadline - time.monotonic())
+            timeline.status(
+                f"baseline: {figures.request_rate_rps or 0:.1f} req/s seen by Prometheus, {left:.0f}s to go"
+            )
+            await asyncio.sleep(1.0)
+    finally:
+        source.close()
     timeline.done()
+    window_seconds = source.queries.window(30)
     timeline.line(
-        f"baseline: {rate:.1f} req/s, errors {(errors or 0) * 100:.1f}%, p95 {(p95 or 0) * 1000:.0f} ms "
-        f"over {seconds:g}s"
+        f"baseline: {figures.request_rate_rps:.1f} req/s, errors {(figures.error_rate or 0) * 100:.1f}%, "
+        f"p95 {figures.latency_p95_ms or 0:.0f} ms over the last {window_seconds}s of readable metrics "
+        f"({target.stack.options.metrics} metrics)"
     )
 
 
@@ -355,15 +422,23 @@ def _time(value: str) -> datetime:
 
 
 async def follow(
-    target: DemoTarget, http: aiohttp.ClientSession, injection: Injection, timeline: Timeline
+    target: DemoTarget,
+    http: aiohttp.ClientSession,
+    injection: Injection,
+    timeline: Timeline,
+    *,
+    final: set[str] = FINAL,
 ) -> tuple[dict[str, Any] | None, datetime | None]:
     """Print each step of the incident as it happens; return the final incident and the alert time."""
     stack, service = target.stack, target.service.name
+    # The stack's API token reads whatever REMEDIATOR_READ_TOKEN guards, and shows log lines whole.
+    auth = {"Authorization": f"Bearer {stack.api_token}"}
     shown = 0
     alert_at: datetime | None = None
     incident_id: int | None = None
     detail: dict[str, Any] | None = None
-    deadline = time.monotonic() + FOLLOW_TIMEOUT
+    limit = CLOUD_RUN_FOLLOW_TIMEOUT if stack.options.cloud_run_metrics else FOLLOW_TIMEOUT
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         if alert_at is None:
             async with http.get(f"{stack.prometheus_url}/api/v1/alerts") as response:
@@ -376,41 +451,55 @@ async def follow(
                 )
         if incident_id is None:
             async with http.get(
-                f"{stack.remediator_url}/api/v1/incidents", params={"service": service}
+                f"{stack.remediator_url}/api/v1/incidents", params={"service": service}, headers=auth
             ) as response:
                 listing = (await response.json())["incidents"]
             fresh = [i["id"] for i in listing if _time(i["detected_at"]) >= injection.onset]
             incident_id = min(fresh) if fresh else None
         if incident_id is not None:
-            async with http.get(f"{stack.remediator_url}/api/v1/incidents/{incident_id}") as response:
+            async with http.get(
+                f"{stack.remediator_url}/api/v1/incidents/{incident_id}", headers=auth
+            ) as response:
                 detail = await response.json()
             for event in detail["timeline"][shown:]:
                 text = _describe_event(event, detail)
                 if text:
                     timeline.line(text)
             shown = len(detail["timeline"])
-            if detail["status"] in FINAL:
+            if detail["status"] in final:
                 return detail, alert_at
         phase = "waiting for the alert" if alert_at is None else "waiting for Remediator"
         if detail is not None:
             phase = f"incident {detail['id']}: {detail['status']}"
         timeline.status(phase)
         await asyncio.sleep(0.5)
-    timeline.line(f"gave up following after {FOLLOW_TIMEOUT:.0f}s")
+    timeline.line(f"gave up following after {limit:.0f}s")
     return detail, alert_at
 
 
 async def run_scenario(
-    target: DemoTarget, scenario: DemoScenario, *, baseline_seconds: float, timeline: Timeline
+    target: DemoTarget,
+    scenario: DemoScenario,
+    *,
+    baseline_seconds: float,
+    timeline: Timeline,
+    final: set[str] = FINAL,
 ) -> Outcome:
     """Baseline, inject, follow: the part of the demo that needs a running stack."""
     async with aiohttp.ClientSession() as http:
-        await establish_baseline(target, http, baseline_seconds, timeline)
+        settle = await _left_to_settle(target, scenario.settle_after_deploy)
+        if settle > baseline_seconds:
+            timeline.line(
+                f"{target.service.revisions[0]} was deployed moments ago: the fault waits {settle:.0f}s, "
+                f"until the revision has served for {scenario.settle_after_deploy.total_seconds():.0f}s "
+                "(past the change window in which a fault may be the deploy's)"
+            )
+        await establish_baseline(target, http, max(baseline_seconds, settle), timeline)
         before = await _traffic(target)
         injection = await scenario.inject(target, http)
         timeline.origin = time.monotonic() - (_now() - injection.onset).total_seconds()
         timeline.line(f"fault injected: {injection.detail}")
-        incident, alert_at = await follow(target, http, injection, timeline)
+        incident, alert_at = await follow(target, http, injection, timeline, final=final)
         after = await _traffic(target)
     timeline.done()
     return Outcome(
@@ -445,6 +534,8 @@ def print_summary(outcome: Outcome) -> None:
             f"verified {secs(s['time_to_verify_seconds'])}; inside Remediator (webhook to change applied) "
             f"{secs(s['inside_remediator_seconds'])}"
         )
+    if s["approved_by"]:
+        print(f"approved in Slack by {s['approved_by']}")
     if s["estimated_onset"]:
         print(
             f"onset: true {s['true_onset']}, estimated by Remediator {s['estimated_onset']} "
@@ -456,32 +547,76 @@ def print_summary(outcome: Outcome) -> None:
 async def _demo(args: argparse.Namespace) -> int:
     scenario = SCENARIOS[args.scenario]
     options = StackOptions.from_args(args, dict(os.environ))
-    options = StackOptions(**{**options.__dict__, "profile": scenario.profile})
     timeline = Timeline(tty=sys.stdout.isatty() and not args.json)
+    approver = SlackApprover(timeline.line, pause=args.approve_after) if args.mode == "approve" else None
+    human = " after a human approves in Slack" if approver is not None else ""
     print(
-        f"remediator demo: {scenario.name} ({scenario.summary}); expecting {scenario.expected_action}",
+        f"remediator demo: {scenario.name} ({scenario.summary}); expecting {scenario.expected_action}{human}",
         flush=True,
     )
-    async with LocalStack(options, say=timeline.line) as stack:
-        for line in stack.describe():
-            timeline.line(line)
-        assert stack.service is not None
-        target = DemoTarget(
-            stack=stack, service=stack.service, loadgen_url=stack.loadgen_url, rate=options.rate
-        )
-        outcome = await run_scenario(
-            target, scenario, baseline_seconds=args.baseline_seconds, timeline=timeline
-        )
+    remediator_env: dict[str, str] = {}
+    if approver is not None:
+        await approver.start()
+        remediator_env = approver.remediator_env(f"http://127.0.0.1:{options.remediator_port}")
+    options = StackOptions(
+        **{
+            **options.__dict__,
+            "profile": scenario.profile,
+            "remediator_env": {**options.remediator_env, **remediator_env},
+        }
+    )
+    try:
+        async with LocalStack(options, say=timeline.line) as stack:
+            for line in stack.describe():
+                timeline.line(line)
+            if approver is not None:
+                timeline.line(f"fake Slack           {approver.slack.base_url}  (cards print here)")
+            assert stack.service is not None
+            target = DemoTarget(
+                stack=stack, service=stack.service, loadgen_url=stack.loadgen_url, rate=options.rate
+            )
+            outcome = await run_scenario(
+                target,
+                scenario,
+                baseline_seconds=args.baseline_seconds,
+                timeline=timeline,
+                final=FINAL if approver is None else FINAL_WITH_APPROVER,
+            )
+            if approver is not None:
+                await asyncio.sleep(1.5)  # the notifier's last card update
+                card = approver.card()
+                if card is not None:
+                    timeline.line(f"the card in Slack now:\n{render_blocks(card.blocks)}")
+    finally:
+        if approver is not None:
+            await approver.stop()
     print_summary(outcome)
+    saved = True
+    if args.save_scenario is not None:
+        try:
+            scenario_file = save_scenario(
+                recorded_scenario(outcome, scenario, metrics=options.metrics), args.save_scenario
+            )
+            print(f"scenario saved: {scenario_file}")
+        except ScenarioNotSaved as exc:
+            print(f"remediator: error: {exc.message}", file=sys.stderr)
+            saved = False
     if args.json:
         print(json.dumps(outcome.summary()))
-    return 0 if outcome.as_expected else 1
+    return 0 if outcome.as_expected and saved else 1
 
 
 def run_demo(args: argparse.Namespace) -> int:
     if args.scenario not in SCENARIOS:
         known = ", ".join(SCENARIOS)
         print(f"remediator: error: unknown scenario {args.scenario!r}; one of {known}", file=sys.stderr)
+        return 2
+    if args.save_scenario is not None and args.scenario not in RECORDABLE:
+        print(
+            f"remediator: error: --save-scenario: the {args.scenario} demo cannot be saved as a scenario; "
+            f"these can: {', '.join(RECORDABLE)}",
+            file=sys.stderr,
+        )
         return 2
     try:
         return asyncio.run(_demo(args))

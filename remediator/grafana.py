@@ -39,9 +39,9 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from incidents import RemediatorError
-from incidents.db import resolve_database_url
+from incidents import RemediatorError, resolve_database_url
 from remediator.binaries import INSTALL_HINTS, find_binary
+from remediator.processes import child_environment
 from remediator.stackconfig import GRAFANA_DIR
 
 # Grafana 10+ ships one `grafana` binary (`grafana server`); older packages have `grafana-server`.
@@ -349,14 +349,11 @@ def prepare_grafana(
         ),
         encoding="utf-8",
     )
-    # GF_* variables override grafana.ini; one left in the shell for another Grafana (GF_PATHS_DATA,
-    # say) would move this server's database or provisioning out of the state directory. The admin
-    # password is in its file; Grafana's environment does not need to carry it too.
-    env = {
-        name: value
-        for name, value in environ.items()
-        if not name.startswith("GF_") and name != "GRAFANA_ADMIN_PASSWORD"
-    }
+    # Only the base environment and what the provisioning files read: GF_* variables override
+    # grafana.ini, so one left in the shell for another Grafana (GF_PATHS_DATA, say) would move this
+    # server's database or provisioning out of the state directory; the admin password is in its
+    # file; and nothing else of the shell (tokens, credentials) is Grafana's business.
+    env = child_environment(environ=environ)
     env.update(PROMETHEUS_URL=prometheus_url, GRAFANA_DASHBOARDS_DIR=str(state_dir / "dashboards"))
     if store is not None:
         env.update(

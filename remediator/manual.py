@@ -20,23 +20,31 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from actuator import ActionWorker, ActuatorMetrics, CloudRunChanger, RecoveryVerifier
-from analyzer.policy import PolicyMode, rollback_target_problem
-from analyzer.processing import notify_actuator, recent_action_from_row
-from collector import CloudRunClients, ContextBuilder, PrometheusSource
+from actuator import open_action_worker
+from analyzer import PolicyMode
+from analyzer.policy import manual_rollback_problem
+from collector import CloudRunClients, ContextBuilder
 from incidents import (
+    ActionKind,
+    ActionRepository,
+    ActionRequest,
     ActionStatus,
     ActionType,
     AlertInfo,
     Decision,
     IncidentContext,
+    IncidentRepository,
     IncidentStatus,
+    ReleaseAction,
     RemediatorError,
+    RollbackAction,
+    ScaleAction,
     ScaleChange,
+    Store,
+    enqueue_action,
+    recent_action_from_row,
+    utcnow,
 )
-from incidents.db import Store
-from incidents.models import utcnow
-from incidents.repository import ActionRepository, IncidentRepository
 from remediator.settings import Settings
 
 
@@ -72,14 +80,7 @@ def check_manual_request(
         target = context.revision(args.revision)
         if target is not None and target.traffic_percent == 100:
             return None  # already in place: the worker records it without a change
-        return rollback_target_problem(
-            args.revision,
-            context,
-            history,
-            now=utcnow(),
-            flap_window=policy.flap_window,
-            require_healthy_record=False,
-        )
+        return manual_rollback_problem(args.revision, context, history, now=utcnow(), config=policy.evidence)
     if kind == "scale":
         if args.min_instances < 0 or args.max_instances < 1 or args.min_instances > args.max_instances:
             return f"need 0 <= min <= max and max >= 1, got min {args.min_instances} max {args.max_instances}"
@@ -98,7 +99,9 @@ def check_manual_request(
     return None
 
 
-def _decision(kind: str, args: argparse.Namespace, by: str) -> tuple[str, dict[str, Any], Decision]:
+def _decision(
+    kind: str, args: argparse.Namespace, by: str, *, serving: str | None
+) -> tuple[ActionRequest, Decision]:
     reason = args.reason or "manual command"
     if kind == "rollback":
         decision = Decision(
@@ -109,7 +112,8 @@ def _decision(kind: str, args: argparse.Namespace, by: str) -> tuple[str, dict[s
             explanation=f"{by} asked to roll back to {args.revision}.",
             engine="manual",
         )
-        return "ROLLBACK", {"target_revision": args.revision}, decision
+        moved_from = serving if serving and serving != args.revision else None
+        return RollbackAction(target_revision=args.revision, from_revision=moved_from), decision
     if kind == "scale":
         scale = ScaleChange(min_instances=args.min_instances, max_instances=args.max_instances)
         decision = Decision(
@@ -120,7 +124,10 @@ def _decision(kind: str, args: argparse.Namespace, by: str) -> tuple[str, dict[s
             explanation=f"{by} asked for min {scale.min_instances} / max {scale.max_instances} instances.",
             engine="manual",
         )
-        return "SCALE", {"min_instances": scale.min_instances, "max_instances": scale.max_instances}, decision
+        request = ScaleAction(
+            type=ActionKind.SCALE, min_instances=scale.min_instances, max_instances=scale.max_instances
+        )
+        return request, decision
     decision = Decision(
         action=ActionType.NONE,
         confidence=1.0,
@@ -128,17 +135,16 @@ def _decision(kind: str, args: argparse.Namespace, by: str) -> tuple[str, dict[s
         explanation=f"{by} asked to send traffic back to the latest ready revision.",
         engine="manual",
     )
-    return "RELEASE", {}, decision
+    return ReleaseAction(), decision
 
 
 async def queue_manual_action(
     store: Store, kind: str, args: argparse.Namespace, context: IncidentContext, *, by: str
 ) -> tuple[int, int]:
     """Record the request and queue the action; returns (incident id, action id)."""
-    action_type, params, decision = _decision(kind, args, by)
-    serving = next((r.name for r in context.revisions if r.traffic_percent > 0), None)
-    if action_type == "ROLLBACK" and serving and serving != args.revision:
-        params["from_revision"] = serving
+    newest_serving = context.newest_serving_revision()
+    serving = newest_serving.name if newest_serving is not None else None
+    request, decision = _decision(kind, args, by, serving=serving)
     actor = f"user:{by}"
     now = utcnow()
     service = context.service.name
@@ -185,27 +191,12 @@ async def queue_manual_action(
                 "(or approve/reject it) before acting by hand",
                 incident_id=incident.id,
             )
-        action = await ActionRepository(session).enqueue(
-            service=service,
-            type=action_type,
-            params=params,
-            incident_id=incident.id,
-            manual=True,
-            requested_by=actor,
-            now=now,
-        )
-        await incidents.events.add(
-            incident.id,
-            "action.queued",
-            f"manual action {action.id} queued by {by}: {kind} {params or ''}".rstrip(),
-            actor=actor,
-            at=now,
-            data={"action_id": action.id, "type": action_type, "params": params},
+        action = await enqueue_action(
+            store, session, incident, request, requested_by=actor, now=now, manual=True
         )
         await incidents.transition(
             incident, IncidentStatus.QUEUED, actor=actor, message=f"queued by {by}", now=now, by_human=True
         )
-        await notify_actuator(session, action.id)
         return incident.id, action.id
 
 
@@ -213,9 +204,7 @@ async def run_manual_command(settings: Settings, args: argparse.Namespace) -> in
     kind: str = args.manual
     collector = settings.collector
     store = Store.from_config(settings.store)
-    clients = CloudRunClients.create(
-        project=collector.project, region=collector.region, endpoint=collector.cloud_run_endpoint
-    )
+    clients = CloudRunClients.for_collector(collector)
     try:
         async with store.session() as session:
             rows = await ActionRepository(session).list_recent_for_service(
@@ -230,7 +219,7 @@ async def run_manual_command(settings: Settings, args: argparse.Namespace) -> in
         if problem is not None:
             raise ManualActionRefused(f"refused, nothing changed: {problem}", service=args.service)
         incident_id, action_id = await queue_manual_action(store, kind, args, context, by=args.by)
-        print(f"incident {incident_id}: action {action_id} queued ({kind} {args.service})")
+        print(f"incident {incident_id}: action {action_id} queued ({_describe_request(kind, args, context)})")
         if args.no_wait:
             return 0
         return await _run_and_follow(settings, store, clients, action_id)
@@ -239,21 +228,24 @@ async def run_manual_command(settings: Settings, args: argparse.Namespace) -> in
         await store.dispose()
 
 
+def _describe_request(kind: str, args: argparse.Namespace, context: IncidentContext) -> str:
+    if kind == "rollback":
+        return f"rollback {args.service} to {args.revision}"
+    if kind == "scale":
+        return f"scale {args.service} to min {args.min_instances} / max {args.max_instances}"
+    latest = next((r.name for r in context.revisions if r.latest), "its latest ready revision")
+    return f"release {args.service} to {latest}, its latest ready revision"
+
+
 async def _run_and_follow(settings: Settings, store: Store, clients: CloudRunClients, action_id: int) -> int:
-    metrics = ActuatorMetrics(CollectorRegistry())
-    collector = settings.collector
-    prometheus = PrometheusSource.for_collector(collector)
-    worker = ActionWorker(
+    async with open_action_worker(
+        settings.actuator,
+        settings.collector,
         store=store,
-        changer=CloudRunChanger(clients, retry=settings.actuator.retry, metrics=metrics),
-        verifier=RecoveryVerifier(
-            prometheus, thresholds=collector.thresholds, config=settings.actuator.verify
-        ),
-        metrics=metrics,
-        config=settings.actuator,
+        registry=CollectorRegistry(),
+        clients=clients,
         owner=f"cli-{uuid.uuid4().hex[:8]}",
-    )
-    try:
+    ) as worker:
         if await worker.run_once(action_id) is None:
             print("a running actuator took the action; following it")
         deadline = utcnow() + settings.actuator.verify.timeout + timedelta(minutes=2)
@@ -265,6 +257,7 @@ async def _run_and_follow(settings: Settings, store: Store, clients: CloudRunCli
                 )
             if action.status in (ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED):
                 verified = (action.result or {}).get("verified")
+                serving = ((action.result or {}).get("verification") or {}).get("revisions") or []
                 print(
                     f"action {action_id} {action.status}"
                     + (f": {action.error}" if action.error else "")
@@ -275,11 +268,10 @@ async def _run_and_follow(settings: Settings, store: Store, clients: CloudRunCli
                         if verified is False
                         else ""
                     )
+                    + (f"; traffic on {', '.join(serving)}" if serving else "")
                     + (f"; incident {incident.id} {incident.status}" if incident else "")
                 )
                 return 0 if action.status == ActionStatus.SUCCEEDED and verified else 1
             await asyncio.sleep(1)
         print(f"action {action_id} still running; see `GET /api/v1/incidents`")
         return 1
-    finally:
-        prometheus.close()

@@ -66,6 +66,8 @@ class ChildProcess:
     log_path: Path
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    # Where it answers 200 once ready: awaited at start, and again after a restart.
+    ready_url: str | None = None
     process: asyncio.subprocess.Process | None = field(default=None, init=False)
 
     async def start(self) -> None:
@@ -81,6 +83,15 @@ class ChildProcess:
                 preexec_fn=_die_with_parent,
                 start_new_session=True,
             )
+
+    async def wait(self) -> int:
+        """Until the process exits; its exit code."""
+        assert self.process is not None
+        return await self.process.wait()
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode if self.process is not None else None
 
     @property
     def running(self) -> bool:
@@ -132,8 +143,44 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def child_environment(**overrides: str) -> dict[str, str]:
-    """This process's environment plus `overrides`; children inherit the venv's PATH."""
-    env = dict(os.environ)
+# What every child needs of this process's environment: where programs, the venv and the home
+# directory are, the locale and time zone, and where temporary files go. Anything else in the shell
+# (tokens, cloud credentials, other programs' settings) reaches a child only when it is named for it.
+BASE_ENVIRONMENT = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH"}
+)
+BASE_ENVIRONMENT_PREFIXES = ("LC_",)
+# How to reach the network through a proxy or a private CA, for children that call out.
+NETWORK_ENVIRONMENT = frozenset(
+    {
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+    }
+)
+
+
+def child_environment(
+    *,
+    names: frozenset[str] = frozenset(),
+    prefixes: tuple[str, ...] = (),
+    environ: Mapping[str, str] | None = None,
+    **overrides: str,
+) -> dict[str, str]:
+    """The base variables of `environ` (this process's by default), those named in `names` or starting
+    with one of `prefixes`, and `overrides`. Children inherit the venv's PATH, nothing they do not need."""
+    source = os.environ if environ is None else environ
+    allowed = BASE_ENVIRONMENT | names
+    env = {
+        name: value
+        for name, value in source.items()
+        if name in allowed or name.startswith((*BASE_ENVIRONMENT_PREFIXES, *prefixes))
+    }
     env.update(overrides)
     return env

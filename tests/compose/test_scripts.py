@@ -28,9 +28,9 @@ import pytest
 from alembic import command
 from sqlalchemy.engine import Connection, make_url
 
-from incidents.db import Store, StoreConfig
+from incidents import Store, StoreConfig
 from incidents.migrate import alembic_config
-from incidents.secrets import read_secret
+from incidents.runtime import read_secret
 from tests.compose.stack_files import (
     COMPOSE_FILE,
     DEMO_SERVICE_SCRIPT,

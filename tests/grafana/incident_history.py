@@ -23,12 +23,21 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from actuator.mttr import apply_recovery_times, recovery_times
-from incidents import ActionStatus, IncidentStatus
-from incidents.contracts import ActionType, Decision, ScaleChange
-from incidents.db import Store, StoreConfig
-from incidents.models import Action, Incident
-from incidents.repository import ActionRepository, IncidentRepository
-from incidents.states import ActionPhase
+from incidents import (
+    Action,
+    ActionPhase,
+    ActionRepository,
+    ActionStatus,
+    ActionType,
+    Decision,
+    Incident,
+    IncidentRepository,
+    IncidentStatus,
+    ScaleChange,
+    Store,
+    StoreConfig,
+    read_action,
+)
 from tests.support.databases import truncate_postgres
 
 S = IncidentStatus
@@ -113,8 +122,7 @@ class _Writer:
     async def act(self, incident: Incident, at: datetime, type_: str, params: dict[str, Any]) -> Action:
         action = await self.actions.enqueue(
             service=incident.service,
-            type=type_,
-            params=params,
+            request=read_action(type_, params),
             incident_id=incident.id,
             manual=False,
             requested_by="analyzer",

@@ -250,12 +250,16 @@ def test_environment_overrides_for_another_grafana_are_dropped(tmp_path: Path, h
             "PROMETHEUS_URL": "http://elsewhere:9090",
             "GRAFANA_DB_USER": "dashboards_ro",
             "HOME": "/home/me",
+            "REMEDIATOR_API_TOKEN": "not-grafanas",
+            "GOOGLE_API_KEY": "not-grafanas",
         },
     )
     assert not any(name.startswith("GF_") for name in launch.env)
     assert launch.env["PROMETHEUS_URL"] == PROMETHEUS_URL
     assert launch.env["GRAFANA_DB_USER"] == "dashboards_ro"
     assert launch.env["HOME"] == "/home/me"
+    # Only what Grafana and its provisioning read: no other secret of the shell.
+    assert "not-grafanas" not in launch.env.values()
 
 
 def test_the_api_link_variable_points_at_this_stack(tmp_path: Path, home: Path) -> None:

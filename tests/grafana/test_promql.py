@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from actuator.metrics import ActuatorMetrics
-from analyzer.metrics import AnalyzerMetrics
+from actuator import ActuatorMetrics
+from analyzer import AnalyzerMetrics
 from remediator.stackconfig import write_prometheus_config
 from tests.demo_apps.cloudrun_harness import Emulator, revision_id, running_emulator, shop_template
 from tests.grafana.dashboards import Query, queries

@@ -1,4 +1,5 @@
-"""Migration 0002: the read-only role Grafana reads the incident store with, on real PostgreSQL.
+"""Migrations 0002 and 0003: the read-only role Grafana reads the incident store with, and its logins'
+read-only transactions and statement timeout, on real PostgreSQL.
 
 Roles belong to the whole PostgreSQL server, and the session's database already grants to the default
 `remediator_readonly`; so the tests that create and drop roles give the migration names of their own
@@ -18,7 +19,7 @@ import pytest
 from alembic import command
 from sqlalchemy.engine import Connection, make_url
 
-from incidents.db import Store, StoreConfig
+from incidents import Store, StoreConfig
 from incidents.migrate import alembic_config, current_revision, head_revision
 from tests.support.databases import (
     admin_dsn,
@@ -222,6 +223,11 @@ async def test_upgrade_creates_the_roles_and_downgrade_drops_them(
     grafana = await asyncpg.connect(login_url.render_as_string(hide_password=False))
     try:
         assert await grafana.fetchval("SELECT count(*) FROM incidents") == 0
+        # Refused twice over: its transactions are read-only by default (0003), and, since a session
+        # may turn that default off, it has no grant to write either (0002).
+        with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+            await grafana.execute("DELETE FROM incidents")
+        await grafana.execute("SET default_transaction_read_only = off")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await grafana.execute("DELETE FROM incidents")
     finally:
@@ -300,6 +306,20 @@ async def test_a_migrating_role_without_createrole_warns_and_still_migrates(
         assert await role(roles.login) is None  # not ours to make: the group role is the DBA's
         assert (await grants_in(url, roles.readonly))["incidents"] is True
         await assert_reads_only(url, roles.readonly)
+
+        # The DBA's login joins the group: 0003 may not change another role's settings without
+        # CREATEROLE, so it says what to run instead of failing.
+        await administrator.execute(f'CREATE ROLE "{roles.login}" LOGIN IN ROLE "{roles.readonly}"')
+        await migrate(url, "downgrade", "0002", roles)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="incidents.migrations"):
+            await migrate(url, "upgrade", "head", roles)
+        (warning,) = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+        assert (
+            f'ALTER ROLE "{roles.login}" IN DATABASE "{database}" SET statement_timeout = \'10s\'' in warning
+        )
+        assert "default_transaction_read_only = 'on'" in warning
+        assert await revision_of(url) == head_revision()
         await migrate(url, "downgrade", "0001", roles)
         assert await role(roles.readonly) is not None
         assert (await grants_in(url, roles.readonly))["incidents"] is False
@@ -314,4 +334,72 @@ async def test_sqlite_has_no_roles_and_migrates_both_ways(tmp_path: Path) -> Non
     await migrate(url, "upgrade", "head", None)
     await migrate(url, "downgrade", "0001", None)
     await migrate(url, "upgrade", "head", None)
-    assert await revision_of(url) == head_revision() == "0002"
+    assert await revision_of(url) == head_revision()
+
+
+async def login_settings(url: str, login: str, password: str) -> dict[str, str]:
+    login_url = make_url(asyncpg_dsn(url)).set(username=login, password=password)
+    connection = await asyncpg.connect(login_url.render_as_string(hide_password=False))
+    try:
+        return {
+            name: await connection.fetchval(f"SHOW {name}")
+            for name in ("default_transaction_read_only", "statement_timeout")
+        }
+    finally:
+        await connection.close()
+
+
+async def test_grafana_logins_read_in_read_only_transactions_with_a_statement_timeout(
+    scratch_database: str, roles: Roles
+) -> None:
+    """Migration 0003: set on every login of the group, in this database only, undone by its downgrade."""
+    other_login = f"{roles.login}_extra"
+    await migrate(scratch_database, "upgrade", "0002", roles)
+    administrator = await admin()
+    try:
+        await administrator.execute(f"ALTER ROLE \"{roles.login}\" PASSWORD 'grafana-test'")
+        # A login an administrator made and added to the group: it gets the same settings.
+        await administrator.execute(
+            f'CREATE ROLE "{other_login}" LOGIN PASSWORD \'grafana-test\' IN ROLE "{roles.readonly}"'
+        )
+        before = await login_settings(scratch_database, roles.login, "grafana-test")
+        assert before == {"default_transaction_read_only": "off", "statement_timeout": "0"}
+
+        await migrate(scratch_database, "upgrade", "head", roles)
+        for login in (roles.login, other_login):
+            settings = await login_settings(scratch_database, login, "grafana-test")
+            assert settings == {"default_transaction_read_only": "on", "statement_timeout": "10s"}
+        # Read-only even where PUBLIC's privileges would let it write: temporary tables.
+        login_url = make_url(asyncpg_dsn(scratch_database)).set(username=roles.login, password="grafana-test")
+        grafana = await asyncpg.connect(login_url.render_as_string(hide_password=False))
+        try:
+            assert await grafana.fetchval("SELECT count(*) FROM incidents") == 0
+            with pytest.raises(asyncpg.ReadOnlySQLTransactionError):
+                await grafana.execute("CREATE TEMPORARY TABLE scratch (x int)")
+        finally:
+            await grafana.close()
+        # Only in this database: the same login elsewhere on the server is not affected.
+        default_db = await login_settings(admin_dsn(), roles.login, "grafana-test")
+        assert default_db == {"default_transaction_read_only": "off", "statement_timeout": "0"}
+
+        await migrate(scratch_database, "downgrade", "0002", roles)
+        after = await login_settings(scratch_database, roles.login, "grafana-test")
+        assert after == {"default_transaction_read_only": "off", "statement_timeout": "0"}
+        assert await revision_of(scratch_database) == "0002"
+    finally:
+        await administrator.execute(f'DROP ROLE IF EXISTS "{other_login}"')
+        await administrator.close()
+
+
+async def test_the_session_database_limits_the_default_grafana_login(postgres_url: str) -> None:
+    administrator = await admin()
+    try:
+        rows = await administrator.fetch(
+            "SELECT unnest(s.setconfig) AS setting FROM pg_db_role_setting AS s "
+            "JOIN pg_roles AS r ON r.oid = s.setrole JOIN pg_database AS d ON d.oid = s.setdatabase "
+            "WHERE r.rolname = 'remediator_grafana' AND d.datname = $1",
+            make_url(postgres_url).database,
+        )
+    finally:
+        await administrator.close()
+    assert {row["setting"] for row in rows} == {"default_transaction_read_only=on", "statement_timeout=10s"}

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from incidents.models import utcnow
+from incidents import utcnow
 from tests.grafana.dashboards import Query, queries
 from tests.grafana.incident_history import History, write_history
 from tests.grafana.macros import TimeRange, expand_sql

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from incidents.states import FINAL_STATUSES
+from incidents import FINAL_STATUSES
 from tests.grafana.dashboards import (
     BUILTIN_DATASOURCES,
     DASHBOARD_PROVIDERS_DIR,

@@ -43,4 +43,5 @@ def test_every_documented_scenario_exists_with_its_expectation() -> None:
         "latency-deploy": "ROLLBACK",
         "traffic-spike": "SCALE_UP",
         "dependency-outage": "INVESTIGATE",
+        "startup-blip": "NONE",
     }

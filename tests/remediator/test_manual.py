@@ -10,10 +10,16 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from incidents import IncidentStatus
-from incidents.db import Store
-from incidents.models import Action, Incident, utcnow
-from incidents.repository import ActionRepository, IncidentRepository
+from incidents import (
+    Action,
+    ActionRepository,
+    Incident,
+    IncidentRepository,
+    IncidentStatus,
+    RollbackAction,
+    Store,
+    utcnow,
+)
 from remediator.manual import ManualActionRefused, run_manual_command
 from remediator.settings import Settings
 from tests.actuator.support import (
@@ -39,7 +45,9 @@ def settings_for(store: Store, emulator: Emulator, **extra: str) -> Settings:
             "DATABASE_URL": store.url.render_as_string(hide_password=False),
             "CLOUD_RUN_ENDPOINT": emulator.base_url,
             "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
-            "COLLECTOR_TIMEOUT_SECONDS": "1",
+            # Nothing listens on that Prometheus port, so its gap is immediate; the emulator's answer
+            # gets the time a loaded CI machine needs (1 s was missed there once).
+            "COLLECTOR_TIMEOUT_SECONDS": "5",
             "VERIFY_TIMEOUT_SECONDS": "5",
             "VERIFY_INTERVAL_SECONDS": "0.5",
             **extra,
@@ -121,14 +129,15 @@ async def test_refused_requests_change_nothing(
     assert after.scaling == before.scaling
 
 
-async def test_release_to_the_revision_a_rollback_left_needs_force(store: Store, emulator: Emulator) -> None:
+async def test_release_to_the_revision_a_rollback_left_needs_force(
+    store: Store, emulator: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
     deployed = await deploy_stable_then_bad(emulator)
     await emulator.set_traffic(SERVICE, {deployed.stable: 100})
     async with store.session() as session:
         await ActionRepository(session).enqueue(
             service=SERVICE,
-            type="ROLLBACK",
-            params={"target_revision": deployed.stable, "from_revision": deployed.bad},
+            request=RollbackAction(target_revision=deployed.stable, from_revision=deployed.bad),
             incident_id=None,
             manual=False,
             requested_by="analyzer",
@@ -138,6 +147,9 @@ async def test_release_to_the_revision_a_rollback_left_needs_force(store: Store,
     with pytest.raises(ManualActionRefused, match="deploy a fix first, or pass --force"):
         await run_manual_command(settings, command("release", force=False))
     assert await run_manual_command(settings, command("release", force=True)) == 0
+    # It says where the traffic goes.
+    output = capsys.readouterr().out
+    assert f"(release {SERVICE} to {deployed.bad}, its latest ready revision)" in output
     async with store.session() as session:
         queued = await session.scalar(select(Action).where(Action.type == "RELEASE"))
     assert queued is not None
@@ -175,6 +187,6 @@ async def test_waiting_reports_an_unverified_change_with_exit_1(
     )
     output = capsys.readouterr().out
     assert code == 1  # Prometheus is unreachable here, so recovery cannot be verified
-    assert "succeeded; recovery not verified" in output
+    assert f"succeeded; recovery not verified; traffic on {deployed.stable}" in output
     service = await emulator.get(SERVICE)
     assert [revision_id(t.revision) for t in service.traffic] == [deployed.stable]

@@ -15,13 +15,20 @@ import asyncpg
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from incidents.db import Store, StoreConfig
-from incidents.migrate import upgrade
+from incidents import Store, StoreConfig, upgrade
 from tests.support.real_parts import missing_real_part
 
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 T = TypeVar("T")
-TABLES = ("incident_events", "incident_alerts", "actions", "incidents")
+TABLES = (
+    "notification_attempts",
+    "notification_deliveries",
+    "outbox_events",
+    "incident_events",
+    "incident_alerts",
+    "actions",
+    "incidents",
+)
 
 
 def admin_dsn() -> str:

@@ -29,9 +29,8 @@ from aiohttp import web
 from google.genai.client import AsyncClient
 from google.oauth2.credentials import Credentials
 
-from analyzer.engines.gemini import GeminiConfig
-from analyzer.engines.genai_client import open_genai_client
-from incidents.secrets import Secret
+from analyzer import GeminiConfig, open_genai_client
+from incidents.runtime import Secret
 
 VERTEX_PATH = (
     "/v1beta1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent"
