@@ -167,7 +167,7 @@ SCENARIOS: dict[str, DemoScenario] = {
             _traffic_spike,
             # Two instances, not one: a ceiling of one reads as a singleton on purpose, which
             # Remediator never scales on its own.
-            profile=DemoProfile(concurrency=2, service_time_ms=100, min_instances=1, max_instances=2),
+            profile=DemoProfile(concurrency=4, service_time_ms=200, min_instances=1, max_instances=2),
             settle_after_deploy=EvidenceConfig().change_window + timedelta(seconds=30),
         ),
         DemoScenario(

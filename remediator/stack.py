@@ -137,8 +137,8 @@ PLATFORM_TIMINGS = {
 class DemoProfile:
     """The demo service's capacity model. The default (up to 4 instances of 10 concurrent requests at
     50 ms) has room for the steady load and for slow revisions; the traffic-spike scenario uses two
-    instances of 2 x 100 ms (40 req/s in all), which 3x the steady 20 req/s saturates and a raise to
-    four relieves."""
+    instances of 4 x 200 ms (40 req/s in all), which 3x the steady 20 req/s saturates (requests queue
+    for about a second, then are refused with 429) and a raise to four relieves."""
 
     concurrency: int = 10
     service_time_ms: int = 50
