@@ -122,7 +122,13 @@ def create_app(
             interval=max(
                 config.processing.sweep_interval, min(30.0, config.approval_ttl.total_seconds() / 60)
             ),
-            on_expired=lambda incident_id: app[keys.METRICS].approvals.labels("expired").inc(),
+            on_expired=lambda incident_id: _approval_expired(app, incident_id),
         )
     )
     return app
+
+
+def _approval_expired(app: web.Application, incident_id: int) -> None:
+    app[keys.METRICS].approvals.labels("expired").inc()
+    # A first expiry sends the incident back to analysis (analyzer/approvals.py): start it now.
+    app[keys.PROCESSOR].notify([incident_id])

@@ -3,9 +3,13 @@
 An approval must still be true when it is given:
 
 - it expires: an incident left waiting longer than `ApprovalRules.ttl` (REMEDIATOR_APPROVAL_TTL_SECONDS,
-  30 minutes by default) moves to `escalated` with the reason "approval expired", announced as
-  `approval_expired`, by the sweep (`expire_overdue_approvals`) or by the late approval itself, which
-  is refused (409, with the reason). What was true half an hour into an incident is not evidence now.
+  30 minutes by default) is taken off the wait, announced as `approval_expired`, by the sweep
+  (`expire_overdue_approvals`) or by the late approval itself, which is refused (409, with the
+  reason). What was true half an hour into an incident is not evidence now, so the first expiry of
+  an incident sends it back to analysis on fresh evidence (the fault may be gone, or a deploy may
+  have changed it; a decision that still needs a human asks again). One fresh look only: an
+  incident whose approval has expired before moves to `escalated` with the reason "approval
+  expired", and so does one that cannot be analysed again (its automatic action failed).
 - it is checked against Cloud Run as it is now, before anything changes: the service's generation
   must be the one the decision was made on (`IncidentContext.service.generation`: any deploy, traffic
   or scaling change since makes the decision stale), and a rollback's target revision must still
@@ -47,9 +51,11 @@ from incidents import (
     IncidentRepository,
     IncidentStatus,
     Store,
+    Trigger,
     database_now,
     describe_decision,
     format_rfc3339,
+    request_reanalysis,
     utcnow,
 )
 from incidents.outbox import OutboxRepository
@@ -132,20 +138,26 @@ async def approve(
     unless the caller knows better, e.g. `slack:<user id>`), once the approval has been checked.
 
     Raises `Conflict` when the incident does not wait (any more), `ApprovalRefused` when the approval
-    expired (the incident is escalated then, if the sweep had not done it yet) or is stale, and
+    expired (the incident is taken off its wait then, if the sweep had not done it yet) or is stale, and
     `CloudRunUnavailable` when Cloud Run cannot be read to check it.
     """
     async with store.session() as session:
         _, waiting = await _read_waiting(IncidentRepository(session), incident_id, for_update=False)
     if waiting.since is not None and now - waiting.since >= rules.ttl:
-        if not await _expire_if_waiting(store, incident_id, ttl=rules.ttl, now=now):
+        moved = await _expire_if_waiting(store, incident_id, ttl=rules.ttl, now=now)
+        if moved is None:
             # Answered, or expired by a sweep, in between: say where it stands now.
             async with store.session() as session:
                 raise _not_waiting(await IncidentRepository(session).get(incident_id))
+        where = (
+            "it is being analysed again on fresh evidence"
+            if moved is IncidentStatus.OPEN
+            else "it is escalated"
+        )
         raise ApprovalRefused(
             f"approval expired: incident {incident_id} waited {_duration(now - waiting.since)} for approval, "
-            f"longer than {_duration(rules.ttl)} (REMEDIATOR_APPROVAL_TTL_SECONDS); it is escalated, and "
-            "nothing was changed",
+            f"longer than {_duration(rules.ttl)} (REMEDIATOR_APPROVAL_TTL_SECONDS); {where}, and nothing "
+            "was changed",
             outcome="expired",
             incident_id=incident_id,
         )
@@ -269,9 +281,12 @@ async def answer(
     now: datetime,
     rules: ApprovalRules,
     metrics: AnalyzerMetrics,
+    wake: Callable[[list[int]], None],
     actor: str | None = None,
 ) -> None:
-    """Approve or reject, as the HTTP API or a Slack button asks, counting the outcome."""
+    """Approve or reject, as the HTTP API or a Slack button asks, counting the outcome. `wake` queues
+    an incident for analysis: one whose approval this answer found expired is analysed again now,
+    not at the pool's next sweep."""
     try:
         if approved:
             await approve(store, incident_id, by=by, comment=comment, now=now, rules=rules, actor=actor)
@@ -279,6 +294,8 @@ async def answer(
             await reject(store, incident_id, by=by, comment=comment, now=now, actor=actor)
     except ApprovalRefused as exc:
         metrics.approvals.labels(exc.outcome).inc()
+        if exc.outcome == "expired":
+            wake([incident_id])
         raise
     except CloudRunUnavailable:
         metrics.approvals.labels("unchecked").inc()
@@ -289,25 +306,26 @@ async def answer(
 # approvals nobody gave in time
 
 
-async def _expire_if_waiting(store: Store, incident_id: int, *, ttl: timedelta, now: datetime) -> bool:
-    """Escalate the incident as "approval expired" if it still waits and has waited `ttl`; whether it
-    did (another replica's sweep, or an answer, may have come first)."""
+async def _expire_if_waiting(
+    store: Store, incident_id: int, *, ttl: timedelta, now: datetime
+) -> IncidentStatus | None:
+    """Take the incident off its wait if it still waits and has waited `ttl`: back to analysis the
+    first time (OPEN), escalated after that. The status it moved to, or None when it did not move
+    (another replica's sweep, or an answer, may have come first)."""
     async with store.session() as session:
         incidents = IncidentRepository(session)
         incident = await incidents.get(incident_id, for_update=True)
         if incident.status != IncidentStatus.AWAITING_APPROVAL:
-            return False
+            return None
         since = await incidents.awaiting_approval_since(incident_id) or incident.decided_at or now
         waited = now - since
         if waited < ttl:
-            return False
+            return None
+        expired_before = any(
+            event.kind == EXPIRED_KIND for event in await incidents.events.list_for_incident(incident_id)
+        )
         decision = Decision.model_validate(incident.decision) if incident.decision else None
         proposed = describe_decision(decision) if decision is not None else "the proposed action"
-        reason = (
-            f"approval expired: nobody approved within {_duration(ttl)} (waiting since "
-            f"{format_rfc3339(since)}), so nothing was done (the decision was to {proposed}); "
-            "a human must look"
-        )
         await incidents.events.add(
             incident_id,
             EXPIRED_KIND,
@@ -316,23 +334,46 @@ async def _expire_if_waiting(store: Store, incident_id: int, *, ttl: timedelta, 
             at=now,
             data={"waiting_since": format_rfc3339(since), "ttl_seconds": ttl.total_seconds()},
         )
-        await incidents.transition(
-            incident, IncidentStatus.ESCALATED, actor=ACTOR, message=reason, now=now, reason=reason
-        )
+        moved = IncidentStatus.ESCALATED
+        if not expired_before and await request_reanalysis(
+            session,
+            incident_id,
+            f"approval expired: nobody answered within {_duration(ttl)} (the decision was to "
+            f"{proposed}); analysing again on fresh evidence",
+            trigger=Trigger.APPROVAL_EXPIRED,
+            actor=ACTOR,
+            now=now,
+            same_fault=True,
+        ):
+            moved = IncidentStatus.OPEN
+        else:
+            reason = (
+                f"approval expired: nobody approved within {_duration(ttl)} (waiting since "
+                f"{format_rfc3339(since)}), so nothing was done (the decision was to {proposed}); "
+                "a human must look"
+            )
+            await incidents.transition(
+                incident, IncidentStatus.ESCALATED, actor=ACTOR, message=reason, now=now, reason=reason
+            )
     log.warning(
         "approval expired",
-        extra={"incident_id": incident_id, "waited_seconds": round(waited.total_seconds(), 1)},
+        extra={
+            "incident_id": incident_id,
+            "waited_seconds": round(waited.total_seconds(), 1),
+            "status": moved.value,
+        },
     )
-    return True
+    return moved
 
 
 async def expire_overdue_approvals(store: Store, *, ttl: timedelta, now: datetime) -> list[int]:
-    """Escalate every incident that has waited for approval `ttl` or longer; the ids escalated."""
+    """Take every incident that has waited for approval `ttl` or longer off its wait (see
+    `_expire_if_waiting`); the ids that expired."""
     async with store.session() as session:
         waiting = await OutboxRepository(session).list_awaiting_approval()
     expired = []
     for incident_id, since in waiting:
-        if now - since >= ttl and await _expire_if_waiting(store, incident_id, ttl=ttl, now=now):
+        if now - since >= ttl and await _expire_if_waiting(store, incident_id, ttl=ttl, now=now) is not None:
             expired.append(incident_id)
     return expired
 

@@ -80,7 +80,8 @@ class AnalyzerConfig:
     insecure_no_auth: bool = False
     # Bring the schema up to date at start-up (the local stack); production runs `remediator db upgrade`.
     migrate_on_start: bool = False
-    # How long an incident may wait for approval (REMEDIATOR_APPROVAL_TTL_SECONDS); then it escalates.
+    # How long an incident may wait for approval (REMEDIATOR_APPROVAL_TTL_SECONDS); then it is analysed
+    # again once, and escalated the next time (analyzer/approvals.py).
     approval_ttl: timedelta = DEFAULT_APPROVAL_TTL
     # Recurrence, re-analysis and the end of escalations (incidents/lifecycle.py).
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)

@@ -411,6 +411,7 @@ async def _answer(request: web.Request, *, approved: bool) -> int:
         now=utcnow(),
         rules=app[keys.APPROVALS],
         metrics=app[keys.METRICS],
+        wake=app[keys.PROCESSOR].notify,
     )
     return incident_id
 

@@ -263,6 +263,7 @@ async def slack_interactions(request: web.Request) -> web.Response:
             now=utcnow(),
             rules=request.app[keys.APPROVALS],
             metrics=request.app[keys.METRICS],
+            wake=request.app[keys.PROCESSOR].notify,
             actor=f"slack:{click.user_id}",
         )
     except (ApprovalRefused, CloudRunUnavailable) as exc:

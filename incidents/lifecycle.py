@@ -179,9 +179,15 @@ async def request_reanalysis(
     actor: str = ACTOR,
     now: datetime | None = None,
     data: dict[str, Any] | None = None,
+    same_fault: bool = False,
 ) -> bool:
     """Send an escalated, suppressed or waiting incident back to analysis, with `reason` on its
     timeline. False (and nothing changed) when its status is not one that waits on the world.
+
+    A round is about a new fault by default: it starts now, and the deploy blame and the baseline are
+    read from its start (analyzer/processing/rounds.py). With `same_fault` (an approval that expired:
+    nothing changed but the time) the round reads the fault the previous round decided on, with fresh
+    figures, from the same start.
 
     The caller commits, then wakes the analysis pool (`IncidentProcessor.notify`), or lets the pool's
     sweep find the incident within its interval. An incident whose automatic action did not recover
@@ -207,11 +213,12 @@ async def request_reanalysis(
     if incident.analysis_round == 1:
         # The first round's evidence is about to be replaced: keep it on the timeline.
         await record_round(incidents, incident, now=now)
-    # The previous round decided when the incident entered the status it waits in; a fault that
-    # began before then was that round's to see.
-    incident.fault_not_before = incident.updated_at
+    if not same_fault:
+        # The previous round decided when the incident entered the status it waits in; a fault that
+        # began before then was that round's to see.
+        incident.fault_not_before = incident.updated_at
+        incident.round_started_at = now
     incident.analysis_round += 1
-    incident.round_started_at = now
     incident.round_reason = reason
     incident.analysis_attempts = 0
     await incidents.events.add(

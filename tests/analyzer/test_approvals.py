@@ -67,7 +67,16 @@ async def snapshot(store: Store, incident_id: int) -> tuple[str, int, int, int]:
     return incident.status, int(events or 0), int(outbox or 0), int(actions or 0)
 
 
-async def test_the_sweep_escalates_an_approval_nobody_gave_in_time(store: Store) -> None:
+async def wait_again(store: Store, incident_id: int, since: datetime) -> None:
+    """The round after an expiry decided the same and asks a human again, from `since`."""
+    async with store.session() as session:
+        incidents = IncidentRepository(session)
+        incident = await incidents.get(incident_id, for_update=True)
+        for status in (IncidentStatus.ANALYZING, IncidentStatus.DECIDED, IncidentStatus.AWAITING_APPROVAL):
+            await incidents.transition(incident, status, actor="test", message=status.value, now=since)
+
+
+async def test_an_approval_nobody_gave_in_time_is_analysed_again_once_then_escalated(store: Store) -> None:
     now = utcnow()
     overdue = await waiting_since(store, now - TTL - timedelta(seconds=1), "demo-app-a")
     fresh = await waiting_since(store, now - TTL + timedelta(minutes=1), "payments")
@@ -80,14 +89,38 @@ async def test_the_sweep_escalates_an_approval_nobody_gave_in_time(store: Store)
             event.type for event in await OutboxRepository(session).list_events_for_incident(overdue)
         ]
         assert (await incidents.get(fresh)).status == IncidentStatus.AWAITING_APPROVAL
+    # What was true half an hour ago is not evidence now: the first expiry looks again.
+    assert incident.status == IncidentStatus.OPEN
+    assert incident.analysis_round == 2
+    # The same fault, read again with fresh figures: the round does not start a new one.
+    assert incident.round_started_at is None and incident.fault_not_before is None
+    assert incident.round_reason is not None
+    assert incident.round_reason.startswith("approval expired: nobody answered within 30m00s")
+    assert "(the decision was to roll back to demo-app-a-00001-ok)" in incident.round_reason
+    # The first round's evidence is kept on the timeline before the fresh one replaces it.
+    assert kinds[-4:] == ["approval.expired", "analysis.round", "analysis.requested", "status.open"]
+    assert "approval_expired" in announced and "escalated" not in announced
+    # Another replica's sweep, a moment later, finds nothing left to do.
+    assert await expire_overdue_approvals(store, ttl=TTL, now=now + timedelta(seconds=1)) == []
+
+    # The fresh round asked again, and nobody answered that either: one look only, then a human.
+    await wait_again(store, overdue, now)
+    # (`fresh` has waited its 30 minutes by then too: its first expiry.)
+    assert set(await expire_overdue_approvals(store, ttl=TTL, now=now + TTL)) == {overdue, fresh}
+    async with store.session() as session:
+        incidents = IncidentRepository(session)
+        incident = await incidents.get(overdue)
+        kinds = [event.kind for event in await incidents.events.list_for_incident(overdue)]
+        announced = [
+            event.type for event in await OutboxRepository(session).list_events_for_incident(overdue)
+        ]
     assert incident.status == IncidentStatus.ESCALATED
+    assert incident.analysis_round == 2
     assert incident.status_reason is not None
     assert incident.status_reason.startswith("approval expired: nobody approved within 30m00s")
     assert "nothing was done (the decision was to roll back to demo-app-a-00001-ok)" in incident.status_reason
     assert kinds[-2:] == ["approval.expired", "status.escalated"]
     assert announced[-2:] == ["approval_expired", "escalated"]
-    # Another replica's sweep, a moment later, finds nothing left to do.
-    assert await expire_overdue_approvals(store, ttl=TTL, now=now + timedelta(seconds=1)) == []
 
 
 @pytest.fixture
@@ -134,19 +167,31 @@ async def approvals_counted(client: Client, outcome: str) -> str:
     )
 
 
-async def test_approving_after_the_ttl_is_refused_with_the_reason_and_escalates(
+async def test_approving_after_the_ttl_is_refused_with_the_reason_and_looks_again(
     client: Client, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     incident_id = await awaiting(client)
     # The approver comes back 31 minutes later (before the sweep noticed).
-    monkeypatch.setattr("analyzer.routes.utcnow", lambda: utcnow() + timedelta(minutes=31))
+    later = utcnow() + timedelta(minutes=31)
+    monkeypatch.setattr("analyzer.routes.utcnow", lambda: later)
     status, error = await approve(client, incident_id)
     assert status == 409, error
     assert error["error"].startswith(f"approval expired: incident {incident_id} waited 31m")
+    assert "it is being analysed again on fresh evidence, and nothing was changed" in error["error"]
+    assert await approvals_counted(client, "expired") == 'remediator_approvals_total{outcome="expired"} 1.0'
+    # The fresh round (the same evidence here, in approve mode) asks again; nothing ran meanwhile.
+    async with asyncio.timeout(10):
+        await client.app[keys.PROCESSOR].wait_idle()
+    state, _, _, actions = await snapshot(store, incident_id)
+    assert (state, actions) == ("awaiting_approval", 0)
+
+    # Nobody answers the second ask either: the late click after it escalates.
+    monkeypatch.setattr("analyzer.routes.utcnow", lambda: later + timedelta(minutes=31))
+    status, error = await approve(client, incident_id)
+    assert status == 409, error
     assert "it is escalated, and nothing was changed" in error["error"]
     state, _, _, actions = await snapshot(store, incident_id)
     assert (state, actions) == ("escalated", 0)
-    assert await approvals_counted(client, "expired") == 'remediator_approvals_total{outcome="expired"} 1.0'
     # Approving again says why it is no longer waiting.
     status, error = await approve(client, incident_id)
     assert status == 409
@@ -171,9 +216,11 @@ async def test_the_running_analyzer_expires_approvals_on_its_own(
         async with asyncio.timeout(10):
             while (await snapshot(store, incident_id))[0] != "escalated":
                 await asyncio.sleep(0.05)
+        # Asked, expired, analysed again and asked again, expired again: escalated, nothing changed.
         assert (
-            await approvals_counted(client, "expired") == 'remediator_approvals_total{outcome="expired"} 1.0'
+            await approvals_counted(client, "expired") == 'remediator_approvals_total{outcome="expired"} 2.0'
         )
+        assert (await snapshot(store, incident_id))[3] == 0
     finally:
         await client.close()
 
