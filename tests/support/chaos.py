@@ -609,7 +609,12 @@ def summarize(
             report.changes_per_decision.append(changes)  # a change with no decision behind it
     rests = [i.at_rest_since() for i in incidents]
     if incidents and all(rests):
-        report.recover_seconds = round(max((r - fault_at).total_seconds() for r in rests if r), 1)
+        last_rest = max((r - fault_at).total_seconds() for r in rests if r)
+        if last_rest < 0:
+            # Every incident was at rest before the fault hit (a storm's incidents escalate at once):
+            # there was nothing to recover, which is not a negative time.
+            report.notes.append(f"every incident was at rest {-last_rest:.1f}s before the fault")
+        report.recover_seconds = round(max(last_rest, 0.0), 1)
     takeovers = sum(i.self_takeovers() for i in incidents)
     if takeovers:
         report.notes.append(
