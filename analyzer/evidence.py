@@ -342,16 +342,27 @@ class Evidence:
         # promotion) did not bring the fault the alert is about.
         latest_end = alerted + self.config.takeover_clock_slack
         baseline_rate = self.context.metrics.baseline.request_rate_rps
+        # Traffic moved *to* it only when it carried less before than the revision that stopped: a
+        # revision that already served most of the traffic (a canary pulled beside it) did not take
+        # over. What it carried before is its own baseline, or at most what the stopped revision's
+        # baseline leaves of the service's; when neither is known there is no proof of a takeover.
+        own = revision.baseline.request_rate_rps if revision.baseline is not None else None
         for other in self.context.revisions:
             history = other.history
             if other is revision or other.traffic_percent > 0 or history is None:
                 continue
+            carried = own
+            if carried is None and other.baseline is not None and baseline_rate:
+                left = other.baseline.request_rate_rps
+                carried = baseline_rate - left if left is not None else None
             if (
                 history.served_until is not None
                 and since <= history.served_until <= latest_end
                 and history.request_rate_rps is not None
                 and baseline_rate
                 and history.request_rate_rps >= self.config.material_traffic_share * baseline_rate
+                and carried is not None
+                and carried < history.request_rate_rps
             ):
                 return (
                     f"traffic moved to {revision.name} shortly before the alert: {other.name} served "
@@ -457,7 +468,7 @@ class Evidence:
         """Whether `revision` has a healthy record: healthy now with enough requests, or quiet now
         with a complete, healthy record from when it last served."""
         now = self.now(revision)
-        if now.state is Health.HEALTHY:
+        if now.state is Health.HEALTHY and revision.traffic_percent > 0:
             return RecordVerdict(Record.HEALTHY, f"{revision.name} is serving healthily now")
         if now.state is Health.FAILING:
             return RecordVerdict(
@@ -546,6 +557,10 @@ class Evidence:
             return CandidateSearch(None, order)
         skipped: list[str] = []
         for candidate in self.older_than(failing):
+            beside = self._beside_carrier(failing, candidate)
+            if beside is not None:
+                skipped.append(f"{candidate.name} skipped: {beside}")
+                continue
             if not self.belongs(candidate):
                 return CandidateSearch(
                     None,
@@ -573,9 +588,25 @@ class Evidence:
             return CandidateSearch(None, record.reason, tuple(skipped))
         return CandidateSearch(None, "no older revision is ready and known to be healthy", tuple(skipped))
 
+    def _beside_carrier(self, failing: Revision, candidate: Revision) -> str | None:
+        """Why `candidate` is not where a rollback away from `failing` sends everyone: beside a stable
+        revision that carries the service, a smaller split (an experiment, a second canary) is not."""
+        serving = [r for r in self.older_than(failing) if r.traffic_percent > 0]
+        if len(serving) < 2:
+            return None
+        carrier = max(serving, key=lambda r: r.traffic_percent)
+        if 0 < candidate.traffic_percent < carrier.traffic_percent:
+            share, main = candidate.traffic_percent, carrier.traffic_percent
+            return f"it serves {share}% beside {carrier.name} ({main}%)"
+        return None
+
     def rollback_candidates(self, failing: Revision, *, limit: int = 5) -> list[Revision]:
         """The revisions an automatic rollback may go to, newest first (for a model to choose from)."""
-        return [r for r in self.older_than(failing) if self.target_problem(r.name) is None][:limit]
+        return [
+            r
+            for r in self.older_than(failing)
+            if self.target_problem(r.name) is None and self._beside_carrier(failing, r) is None
+        ][:limit]
 
     # what a change needs
 
@@ -629,13 +660,29 @@ class Evidence:
             f"request rate {metrics.request_rate_rps:.1f}/s vs baseline {baseline_rate:.1f}/s",
         ]
 
+    def _human_scaling(self) -> str | None:
+        """A human's scaling change within the flap window: the limits are theirs (a cost cap, a
+        quota, a database's connection budget), so an automatic scale-up does not undo them."""
+        now = self.context.observed_at
+        for action in self.context.recent_actions:
+            by_hand = action.action == "SCALE" or (action.manual and action.action == ActionType.SCALE_UP)
+            if by_hand and now - action.at < self.config.flap_window:
+                return (
+                    f"a human changed the scaling at {format_rfc3339(action.at)} "
+                    f"({_minutes(now - action.at)} ago): raising it again is theirs to decide"
+                )
+        return None
+
     def cleared_for_scale_up(self) -> str | None:
-        """Why a scale-up is not backed, or None: the service is not capped at one instance on purpose,
-        and every serving revision either did not bring the fault or is healthy now, so more instances
-        of it are not more of a bad deploy."""
+        """Why a scale-up is not backed, or None: no human changed the scaling within the flap window,
+        the service is not capped at one instance on purpose, and every serving revision either did not
+        bring the fault or is healthy now, so more instances of it are not more of a bad deploy."""
         identity = self.identity_problem()
         if identity is not None:
             return identity
+        human = self._human_scaling()
+        if human is not None:
+            return human
         if self.context.scaling.max_instances == 1:
             # A ceiling of one instance is usually a choice, not a default (Cloud Run's default is
             # 100): state held in memory, a single consumer of a queue, a licence. A second instance

@@ -140,8 +140,36 @@ async def test_a_revision_created_after_the_alert_began_did_not_bring_its_fault(
 def test_traffic_that_moved_during_the_incident_did_not_bring_the_fault(
     served_until: timedelta, brought: bool
 ) -> None:
-    # NEW has existed for days; PREV served all traffic until `served_until`.
-    ctx = context([failing(created=timedelta(days=-3)), previous(served_until=served_until, rate=20.0)])
+    # NEW has existed for days and carried nothing before; PREV served all traffic until `served_until`.
+    new = {**failing(created=timedelta(days=-3)), "baseline": {"request_rate_rps": 0.0}}
+    ctx = context([new, previous(served_until=served_until, rate=20.0)])
+    assert (Evidence(ctx).blame(ctx.revisions[0]).blame is Blame.BROUGHT) is brought
+
+
+@pytest.mark.parametrize(
+    ("new_baseline", "prev_baseline", "brought"),
+    [
+        ({"request_rate_rps": 14.0, "error_rate": 0.002}, None, False),
+        (None, {"request_rate_rps": 6.0, "error_rate": 0.002}, False),
+        (None, {"request_rate_rps": 20.0, "error_rate": 0.004}, True),
+        (None, None, False),
+    ],
+    ids=["carried-most-itself", "the-other-carried-little", "the-other-carried-all", "neither-known"],
+)
+def test_a_canary_pulled_beside_a_revision_is_no_takeover_by_it(
+    new_baseline: dict[str, Any] | None, prev_baseline: dict[str, Any] | None, brought: bool
+) -> None:
+    # A human set the canary PREV (30%) to 0% a minute before the alert; NEW has served for days.
+    # NEW took the traffic over only if it carried less than PREV before: its own baseline says
+    # so, or what PREV's leaves of the service's. Neither known: no proof of a takeover.
+    new = failing(created=timedelta(days=-3))
+    prev = previous(served_until=timedelta(minutes=-1), rate=6.0)
+    if new_baseline is not None:
+        new["baseline"] = new_baseline
+    if prev_baseline is not None:
+        prev["baseline"] = prev_baseline
+        prev["history"]["request_rate_rps"] = prev_baseline["request_rate_rps"]
+    ctx = context([new, prev])
     assert (Evidence(ctx).blame(ctx.revisions[0]).blame is Blame.BROUGHT) is brought
 
 
@@ -285,6 +313,61 @@ async def test_a_ceiling_of_one_instance_is_never_raised_on_its_own(max_instance
     )
     assert decision.action is ActionType.INVESTIGATE
     assert judge(scale_up, ctx) is not Verdict.EXECUTE
+
+
+# whose limits they are, and where everyone goes
+
+
+async def test_a_humans_recent_scaling_change_is_not_raised_on_its_own() -> None:
+    ctx = saturated(10)
+    data = ctx.to_json_dict()
+    data["recent_actions"] = [{"action": "SCALE", "at": t(timedelta(minutes=-20)), "manual": True}]
+    capped = IncidentContext.model_validate(data)
+    problem = Evidence(capped).cleared_for_scale_up()
+    assert problem is not None and problem.startswith("a human changed the scaling at")
+    assert (await decide(capped)).action is ActionType.INVESTIGATE
+    scale_up = Decision(
+        action=ActionType.SCALE_UP, scale=ScaleChange(min_instances=1, max_instances=20), confidence=0.95
+    )
+    assert judge(scale_up, capped) is not Verdict.EXECUTE
+    # Past the flap window the limits are the service's again.
+    data["recent_actions"][0]["at"] = t(timedelta(hours=-2))
+    assert Evidence(IncidentContext.model_validate(data)).cleared_for_scale_up() is None
+
+
+async def test_a_rollback_target_at_no_traffic_needs_a_record_not_a_few_tag_requests() -> None:
+    # PREV serves 0% but answered a few requests through a tag, cleanly, and has no history.
+    prev = previous()
+    del prev["history"]
+    prev["metrics"] = {"request_rate_rps": 0.5, "error_rate": 0.0, "latency_p95_ms": 90}
+    ctx = context([failing(), prev])
+    assert Evidence(ctx).target_problem(PREV) == f"rollback target: {PREV} has no record of serving healthily"
+    assert (await decide(ctx)).action is ActionType.INVESTIGATE
+
+
+async def test_a_canary_is_rolled_back_to_the_revision_that_carries_the_service() -> None:
+    # NEW is a 10% canary; PREV a 10% experiment, healthy; OLD carries 80%.
+    new = {
+        **failing(),
+        "traffic_percent": 10,
+        "metrics": {"request_rate_rps": 2.0, "error_rate": 0.4, "latency_p95_ms": 160},
+    }
+    prev = {
+        **previous(),
+        "traffic_percent": 10,
+        "metrics": {"request_rate_rps": 2.0, "error_rate": 0.0, "latency_p95_ms": 150},
+    }
+    old = {
+        **previous(name=OLD, created=timedelta(days=-9)),
+        "traffic_percent": 80,
+        "metrics": {"request_rate_rps": 16.0, "error_rate": 0.002, "latency_p95_ms": 150},
+    }
+    ctx = context([new, prev, old])
+    search = Evidence(ctx).rollback_candidate(ctx.revisions[0])
+    assert search.target is not None and search.target.name == OLD
+    assert search.skipped == (f"{PREV} skipped: it serves 10% beside {OLD} (80%)",)
+    decision = await decide(ctx)
+    assert (decision.action, decision.target_revision) == (ActionType.ROLLBACK, OLD)
 
 
 async def test_contexts_at_the_contracts_edges_lead_to_no_harmful_decision() -> None:
