@@ -117,7 +117,7 @@ class IncidentPipeline:
             self.metrics.engine_duration.labels(self.engine.name).observe(
                 time.perf_counter() - engine_started
             )
-            confirmation = await self._confirm(context, result.decision)
+            confirmation = await self._confirm(context, result.decision, onset)
             outcome = await self._commit(incident_id, context, result, onset, confirmation)
         except Exception as exc:
             self.metrics.analysis_errors.inc()
@@ -127,7 +127,9 @@ class IncidentPipeline:
         if outcome is not None:
             self.metrics.decision_duration.labels(self.engine.name).observe(time.perf_counter() - started)
 
-    async def _confirm(self, context: IncidentContext, decision: Decision) -> FaultConfirmation | None:
+    async def _confirm(
+        self, context: IncidentContext, decision: Decision, onset: tuple[datetime, str] | None
+    ) -> FaultConfirmation | None:
         """For a change, whether the fault still holds on a fresh window; None when not checked."""
         settings = self.config.confirmation
         if decision.action not in CHANGING_ACTIONS or settings.confirm_window.total_seconds() <= 0:
@@ -138,6 +140,7 @@ class IncidentPipeline:
             self.context_source,
             config=settings,
             evidence=self.policy.config.evidence,
+            onset=onset[0] if onset is not None else None,
         )
         self.metrics.fault_confirmations.labels(confirmation.state.value).inc()
         return confirmation

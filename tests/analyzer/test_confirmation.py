@@ -82,11 +82,23 @@ class Clock:
 
 
 async def confirm(
-    source: StaticContextSource, decision: Decision, ctx: IncidentContext, clock: Clock | None = None
+    source: StaticContextSource,
+    decision: Decision,
+    ctx: IncidentContext,
+    clock: Clock | None = None,
+    *,
+    onset: datetime | None = None,
 ) -> tuple[FaultState, str, Clock]:
     clock = clock or Clock(NOW)
     result = await confirm_fault(
-        ctx, decision, source, config=CONFIG, evidence=EvidenceConfig(), clock=clock, sleep=clock.sleep
+        ctx,
+        decision,
+        source,
+        config=CONFIG,
+        evidence=EvidenceConfig(),
+        onset=onset,
+        clock=clock,
+        sleep=clock.sleep,
     )
     return result.state, result.reason, clock
 
@@ -133,6 +145,31 @@ async def test_a_revision_that_alerted_during_its_start_up_is_checked_two_window
     found, _, clock = await confirm(source, rollback(), ctx)
     assert clock.slept == [pytest.approx(25.0)]
     assert found is FaultState.STOPPED
+
+
+@pytest.mark.parametrize(
+    ("onset", "slept"),
+    [
+        (None, 25.0),  # two windows after the alert began
+        (NOW - timedelta(seconds=20), 15.0),  # the grace after the onset: its blip began by then
+        (NOW - timedelta(seconds=40), 5.0),  # never before the revision's own grace is over
+        (NOW + timedelta(seconds=1), 25.0),  # an onset after the alert began is no bound at all
+    ],
+    ids=["onset-unknown", "onset-known", "onset-before-the-revision", "onset-after-the-alert"],
+)
+async def test_the_estimated_onset_bounds_when_a_start_up_blip_began(
+    onset: datetime | None, slept: float
+) -> None:
+    # Created 30 s ago, alerted 5 s ago; the condition the alert fired on first held at `onset`.
+    ctx = context(age=timedelta(seconds=30))
+    ctx = ctx.model_copy(
+        update={"alert": ctx.alert.model_copy(update={"starts_at": NOW - timedelta(seconds=5)})}
+    )
+    source = StaticContextSource()
+    source.fresh = FAILING
+    found, _, clock = await confirm(source, rollback(), ctx, onset=onset)
+    assert clock.slept == [pytest.approx(slept)]
+    assert found is FaultState.HOLDS
 
 
 async def test_a_scale_up_is_confirmed_on_every_serving_revision_without_waiting() -> None:
