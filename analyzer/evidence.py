@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from incidents import ActionType, Figures, IncidentContext, RecentAction, Revision, format_rfc3339
+from incidents import ActionKind, ActionType, Figures, IncidentContext, RecentAction, Revision, format_rfc3339
 
 # The baseline window's length when the context does not say (`metrics.baseline_window_seconds`):
 # the shortest a producer can configure, so an unknown window never makes a record look larger.
@@ -665,7 +665,9 @@ class Evidence:
         quota, a database's connection budget), so an automatic scale-up does not undo them."""
         now = self.context.observed_at
         for action in self.context.recent_actions:
-            by_hand = action.action == "SCALE" or (action.manual and action.action == ActionType.SCALE_UP)
+            by_hand = action.action == ActionKind.SCALE or (
+                action.manual and action.action == ActionType.SCALE_UP
+            )
             if by_hand and now - action.at < self.config.flap_window:
                 return (
                     f"a human changed the scaling at {format_rfc3339(action.at)} "
